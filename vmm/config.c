@@ -1,0 +1,161 @@
+/* Parses `vmm run` options into a struct vm_config. Nothing else reads argv
+ * for `run`, so every check on user input lives here and is unit-tested. */
+#include "config.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "util.h"
+
+const char config_usage[] =
+	"usage: vmm run --kernel PATH [options]\n"
+	"\n"
+	"  --kernel PATH        bzImage to boot (Linux x86-64 boot protocol)\n"
+	"  --initrd PATH        initial ramdisk\n"
+	"  --cmdline STR        kernel command line (default: \"console=ttyS0 reboot=k panic=1\")\n"
+	"  --mem SIZE           guest RAM, e.g. 512M or 4G (default 256M)\n"
+	"  --cpus N             vCPUs, 1 to 254 (default 1)\n"
+	"  --console KIND       stdio, file:PATH or none (default stdio)\n"
+	"  --api-socket PATH    JSON control socket, created with mode 0600\n"
+	"  --boot-timer         print the time to the guest's boot marker on stderr\n"
+	"  -h, --help           this text\n"
+	"  -V, --version        version\n"
+	"\n"
+	"On the console, Ctrl-A x quits and Ctrl-A Ctrl-A sends Ctrl-A.\n";
+
+enum { OPT_KERNEL = 256, OPT_INITRD, OPT_CMDLINE, OPT_MEM, OPT_CPUS, OPT_CONSOLE,
+       OPT_API_SOCKET, OPT_BOOT_TIMER };
+
+static const struct option run_options[] = {
+	{ "kernel", required_argument, NULL, OPT_KERNEL },
+	{ "initrd", required_argument, NULL, OPT_INITRD },
+	{ "cmdline", required_argument, NULL, OPT_CMDLINE },
+	{ "mem", required_argument, NULL, OPT_MEM },
+	{ "cpus", required_argument, NULL, OPT_CPUS },
+	{ "console", required_argument, NULL, OPT_CONSOLE },
+	{ "api-socket", required_argument, NULL, OPT_API_SOCKET },
+	{ "boot-timer", no_argument, NULL, OPT_BOOT_TIMER },
+	{ "help", no_argument, NULL, 'h' },
+	{ "version", no_argument, NULL, 'V' },
+	{ NULL, 0, NULL, 0 },
+};
+
+void config_defaults(struct vm_config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->cmdline = "console=ttyS0 reboot=k panic=1";
+	cfg->mem_size = 256ULL << 20;
+	cfg->cpus = 1;
+	cfg->console = CONSOLE_STDIO;
+}
+
+static int parse_mem(struct vm_config *cfg, const char *arg, char *err, size_t errlen)
+{
+	uint64_t v;
+	int rc = parse_size(arg, &v);
+
+	if (rc == -EINVAL) {
+		snprintf(err, errlen, "--mem: '%s' is not a size (examples: 512M, 4G)", arg);
+		return -EINVAL;
+	}
+	if (rc || v < CONFIG_MIN_MEM || v > CONFIG_MAX_MEM) {
+		snprintf(err, errlen, "--mem: %s is out of range (32M to 1T)", arg);
+		return -EINVAL;
+	}
+	if (v % MiB) {
+		snprintf(err, errlen, "--mem: %s is not a multiple of 1M", arg);
+		return -EINVAL;
+	}
+	cfg->mem_size = v;
+	return 0;
+}
+
+static int parse_cpus(struct vm_config *cfg, const char *arg, char *err, size_t errlen)
+{
+	uint64_t v;
+	int rc = parse_uint(arg, 1, CONFIG_MAX_CPUS, &v);
+
+	if (rc == -EINVAL) {
+		snprintf(err, errlen, "--cpus: '%s' is not a number", arg);
+		return -EINVAL;
+	}
+	if (rc) {
+		snprintf(err, errlen, "--cpus: %s is out of range (1 to %d)", arg, CONFIG_MAX_CPUS);
+		return -EINVAL;
+	}
+	cfg->cpus = (unsigned)v;
+	return 0;
+}
+
+static int parse_console(struct vm_config *cfg, const char *arg, char *err, size_t errlen)
+{
+	if (!strcmp(arg, "stdio")) {
+		cfg->console = CONSOLE_STDIO;
+	} else if (!strcmp(arg, "none")) {
+		cfg->console = CONSOLE_NONE;
+	} else if (!strncmp(arg, "file:", 5) && arg[5]) {
+		cfg->console = CONSOLE_FILE;
+		cfg->console_path = arg + 5;
+	} else {
+		snprintf(err, errlen, "--console: '%s' is not stdio, file:PATH or none", arg);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int parse_one(struct vm_config *cfg, int opt, const char *arg, char *err, size_t errlen)
+{
+	switch (opt) {
+	case OPT_KERNEL: cfg->kernel = arg; return 0;
+	case OPT_INITRD: cfg->initrd = arg; return 0;
+	case OPT_CMDLINE: cfg->cmdline = arg; return 0;
+	case OPT_MEM: return parse_mem(cfg, arg, err, errlen);
+	case OPT_CPUS: return parse_cpus(cfg, arg, err, errlen);
+	case OPT_CONSOLE: return parse_console(cfg, arg, err, errlen);
+	case OPT_API_SOCKET:
+		if (!*arg) {
+			snprintf(err, errlen, "--api-socket: empty path");
+			return -EINVAL;
+		}
+		cfg->api_socket = arg;
+		return 0;
+	case OPT_BOOT_TIMER: cfg->boot_timer = true; return 0;
+	}
+	snprintf(err, errlen, "internal error: option %d", opt);
+	return -EINVAL;
+}
+
+int config_parse(struct vm_config *cfg, int argc, char **argv, char *err, size_t errlen)
+{
+	int opt, rc;
+
+	config_defaults(cfg);
+	optind = 0; /* 0, not 1: fully reinitialises getopt, so tests can parse twice */
+	opterr = 0;
+	while ((opt = getopt_long(argc, argv, "+:hV", run_options, NULL)) != -1) {
+		switch (opt) {
+		case 'h': return CONFIG_HELP;
+		case 'V': return CONFIG_VERSION;
+		case ':':
+			snprintf(err, errlen, "%s needs an argument", argv[optind - 1]);
+			return -EINVAL;
+		case '?':
+			snprintf(err, errlen, "unknown option '%s' (try --help)", argv[optind - 1]);
+			return -EINVAL;
+		}
+		rc = parse_one(cfg, opt, optarg, err, errlen);
+		if (rc)
+			return rc;
+	}
+	if (optind < argc) {
+		snprintf(err, errlen, "unexpected argument '%s' (try --help)", argv[optind]);
+		return -EINVAL;
+	}
+	if (!cfg->kernel) {
+		snprintf(err, errlen, "--kernel is required (try --help)");
+		return -EINVAL;
+	}
+	return CONFIG_OK;
+}

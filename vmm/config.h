@@ -1,0 +1,44 @@
+/* `vmm run` options: argv becomes a struct vm_config here and nowhere else. */
+#ifndef VMM_CONFIG_H
+#define VMM_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define VMM_VERSION "0.1.0"
+
+#define CONFIG_MIN_MEM (32ULL << 20)
+#define CONFIG_MAX_MEM (1ULL << 40)
+/* APIC ids are 8-bit without x2APIC and 255 is the broadcast id; the
+ * IOAPIC takes the id after the last vCPU. */
+#define CONFIG_MAX_CPUS 254
+
+enum console_kind { CONSOLE_STDIO, CONSOLE_FILE, CONSOLE_NONE };
+
+struct vm_config {
+	const char *kernel;
+	const char *initrd;
+	const char *cmdline;
+	uint64_t mem_size;
+	unsigned cpus;
+	enum console_kind console;
+	const char *console_path;
+	const char *api_socket;
+	bool boot_timer;
+};
+
+enum config_result {
+	CONFIG_OK = 0,
+	CONFIG_HELP = 1,
+	CONFIG_VERSION = 2,
+	/* Errors are negative: -EINVAL with a message in err. */
+};
+
+void config_defaults(struct vm_config *cfg);
+/* argv[0] is the subcommand name ("run"). On error returns -EINVAL and
+ * writes a one-line reason to err. */
+int config_parse(struct vm_config *cfg, int argc, char **argv, char *err, size_t errlen);
+extern const char config_usage[];
+
+#endif

@@ -1,0 +1,61 @@
+/* vmm: subcommand dispatch. */
+#include <stdio.h>
+#include <string.h>
+
+#include "client.h"
+#include "config.h"
+#include "util.h"
+#include "vm.h"
+
+static const char usage[] =
+	"usage: vmm COMMAND [ARGS]\n"
+	"\n"
+	"  run [OPTIONS]     boot a microVM (vmm run --help for the options)\n"
+	"  status SOCKET     show the state of a running vmm\n"
+	"  --help            this text\n"
+	"  --version         version\n";
+
+static int run_main(int argc, char **argv)
+{
+	struct vm_config cfg;
+	struct vm vm;
+	char err[256];
+	int rc = config_parse(&cfg, argc, argv, err, sizeof(err));
+
+	if (rc == CONFIG_HELP) {
+		fputs(config_usage, stdout);
+		return 0;
+	}
+	if (rc == CONFIG_VERSION) {
+		printf("vmm %s\n", VMM_VERSION);
+		return 0;
+	}
+	if (rc < 0) {
+		log_err("%s", err);
+		return 2;
+	}
+	vm_create(&vm, &cfg);
+	return vm_run(&vm);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		fputs(usage, stderr);
+		return 2;
+	}
+	if (!strcmp(argv[1], "run"))
+		return run_main(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "status"))
+		return client_status_main(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+		fputs(usage, stdout);
+		return 0;
+	}
+	if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V")) {
+		printf("vmm %s\n", VMM_VERSION);
+		return 0;
+	}
+	log_err("unknown command '%s' (try vmm --help)", argv[1]);
+	return 2;
+}

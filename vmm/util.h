@@ -1,0 +1,29 @@
+/* Small helpers shared by every part of vmm: error reporting for start-up,
+ * number and size parsing for the CLI, and a monotonic clock. */
+#ifndef VMM_UTIL_H
+#define VMM_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define KiB (1ULL << 10)
+#define MiB (1ULL << 20)
+#define GiB (1ULL << 30)
+
+/* Only for start-up: prints "vmm: <msg>" and exits 1. */
+void die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
+/* One line on stderr, prefixed "vmm: ". */
+void log_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* "512M", "4G", "1024K", "4096" (bytes). Returns 0, -EINVAL or -ERANGE. */
+int parse_size(const char *s, uint64_t *out);
+/* Decimal unsigned integer in [min, max]. Returns 0, -EINVAL or -ERANGE. */
+int parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *out);
+
+uint64_t now_ns(void);
+
+/* Writes all of buf, retrying on EINTR and short writes. 0 or -errno. */
+int write_all(int fd, const void *buf, size_t len);
+
+#endif

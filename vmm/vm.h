@@ -1,0 +1,60 @@
+/* struct vm: the KVM VM, its memory, buses, devices and vCPUs. Set-up and
+ * tear-down live in vm.c; the run loop of each vCPU in vcpu.c. */
+#ifndef VMM_VM_H
+#define VMM_VM_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "bus.h"
+#include "config.h"
+#include "console.h"
+#include "kvm.h"
+#include "mem.h"
+#include "x86/uart.h"
+
+struct vcpu;
+
+enum vm_stop_reason {
+	VM_STOP_NONE = 0,
+	VM_STOP_DEBUG_EXIT,   /* status is the byte the guest wrote */
+	VM_STOP_POWEROFF,
+	VM_STOP_RESET,
+	VM_STOP_SIGNAL,
+	VM_STOP_ERROR,
+	VM_STOP_CONSOLE_QUIT, /* Ctrl-A x */
+};
+
+struct vm {
+	const struct vm_config *cfg;
+	struct kvm kvm;
+	int fd;
+	struct guest_mem mem;
+	struct bus pio;
+	struct bus mmio;
+	struct uart uart;
+	struct console console;
+	unsigned ncpus;
+	struct vcpu *vcpus;
+
+	uint64_t start_ns;
+	_Atomic uint64_t boot_marker_ns; /* 0 until the guest writes the marker */
+
+	/* The first stop request wins; stop_fd wakes the main loop. */
+	_Atomic int stop_reason;
+	int exit_status;
+	int stop_fd;
+};
+
+/* Builds the whole machine from cfg; dies with a one-line message on error. */
+void vm_create(struct vm *vm, const struct vm_config *cfg);
+/* Starts the vCPUs, serves the console and control socket until the guest
+ * or a signal stops the VM, tears everything down and returns the exit status. */
+int vm_run(struct vm *vm);
+/* Asks the VM to stop with the given exit status; later requests are ignored. */
+void vm_request_stop(struct vm *vm, enum vm_stop_reason reason, int status);
+/* Sets an interrupt line of the in-kernel irqchip. */
+int vm_set_irq(struct vm *vm, unsigned gsi, int level);
+
+#endif
