@@ -44,10 +44,15 @@ $(BUILD)/vmm: $(BUILD)/obj/vmm/main.o $(BUILD)/libvmm.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c tests/unit/unit.h $(BUILD)/libvmm.a
-	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libvmm.a $(LIBS)
+	@mkdir -p $(dir $@) $(BUILD)/obj/tests
+	@echo "  CC    $<"
+	@$(CC) $(CFLAGS) -MF $(BUILD)/obj/tests/$*.d -o $@ $< $(BUILD)/libvmm.a $(LIBS)
 
-unit: $(UNIT_BINS)
+$(BUILD)/tests/fakecap.so: tests/integration/fakecap.c
+	@mkdir -p $(dir $@)
+	$(CC) -O2 -Wall -Wextra -Werror -shared -fPIC -o $@ $< -ldl
+
+unit: $(UNIT_BINS) $(BUILD)/tests/fakecap.so
 
 guest: $(BUILD)/guest/bzImage $(BUILD)/guest/initramfs.cpio.gz
 

@@ -142,7 +142,11 @@ int config_parse(struct vm_config *cfg, int argc, char **argv, char *err, size_t
 			snprintf(err, errlen, "%s needs an argument", argv[optind - 1]);
 			return -EINVAL;
 		case '?':
-			snprintf(err, errlen, "unknown option '%s' (try --help)", argv[optind - 1]);
+			/* Inside a group of short options optind has not moved on yet. */
+			if (strncmp(argv[optind - 1], "--", 2) && optopt > 0 && optopt < 128)
+				snprintf(err, errlen, "unknown option '-%c' (try --help)", optopt);
+			else
+				snprintf(err, errlen, "unknown option '%s' (try --help)", argv[optind - 1]);
 			return -EINVAL;
 		}
 		rc = parse_one(cfg, opt, optarg, err, errlen);

@@ -20,6 +20,7 @@
 #include "loop.h"
 #include "util.h"
 #include "vcpu.h"
+#include "x86/acpi.h"
 #include "x86/boot.h"
 #include "x86/legacy.h"
 #include "x86/mptable.h"
@@ -115,7 +116,7 @@ static void load_guest(struct vm *vm, struct boot_entry *entry)
 {
 	struct file_map kernel, initrd = { 0 };
 	char err[256];
-	uint8_t *mpt;
+	uint8_t *mpt, *acpi;
 	int rc;
 
 	map_file("kernel", vm->cfg->kernel, &kernel);
@@ -134,6 +135,9 @@ static void load_guest(struct vm *vm, struct boot_entry *entry)
 	mpt = gpa_to_hva(&vm->mem, BOOT_BIOS_GPA, mptable_size(vm->ncpus));
 	if (!mpt || mptable_write(mpt, mptable_size(vm->ncpus), BOOT_BIOS_GPA, vm->ncpus) < 0)
 		die("cannot write the MP table for %u vCPUs", vm->ncpus);
+	acpi = gpa_to_hva(&vm->mem, ACPI_RSDP_GPA, BOOT_BIOS_GPA - ACPI_RSDP_GPA);
+	if (!acpi || acpi_write_tables(acpi, BOOT_BIOS_GPA - ACPI_RSDP_GPA, vm->ncpus) < 0)
+		die("cannot write the ACPI tables for %u vCPUs", vm->ncpus);
 }
 
 static void uart_set_irq(void *opaque, int level)

@@ -6,6 +6,7 @@
 
 #include "../util.h"
 #include "../vm.h"
+#include "acpi.h"
 
 #define I8042_DATA_PORT    0x60
 #define I8042_COMMAND_PORT 0x64
@@ -54,6 +55,20 @@ static void test_ports_io(void *opaque, uint64_t offset, uint8_t *data, uint32_t
 	}
 }
 
+static void acpi_pm_io(void *opaque, uint64_t offset, uint8_t *data, uint32_t len, bool is_write)
+{
+	struct vm *vm = opaque;
+
+	if (!is_write) {
+		memset(data, 0, len);
+		return;
+	}
+	if (offset == 0 && acpi_is_poweroff(data[0]))
+		vm_request_stop(vm, VM_STOP_POWEROFF, 0);
+	else if (offset == ACPI_RESET_PORT - ACPI_SLEEP_CTL_PORT && data[0] == ACPI_RESET_VALUE)
+		vm_request_stop(vm, VM_STOP_RESET, 0);
+}
+
 int legacy_register(struct vm *vm)
 {
 	int rc = bus_register(&vm->pio, I8042_DATA_PORT, 5, i8042_io, vm);
@@ -62,5 +77,7 @@ int legacy_register(struct vm *vm)
 		rc = bus_register(&vm->pio, CMOS_PORT, 2, cmos_io, vm);
 	if (!rc)
 		rc = bus_register(&vm->pio, DEBUG_EXIT_PORT, 2, test_ports_io, vm);
+	if (!rc)
+		rc = bus_register(&vm->pio, ACPI_SLEEP_CTL_PORT, 3, acpi_pm_io, vm);
 	return rc;
 }

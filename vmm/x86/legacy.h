@@ -1,5 +1,5 @@
 /* The few legacy PC ports a microVM guest touches: the i8042 reset line
- * (reboot=k), a CMOS stub, and the two test ports (debug-exit and boot
+ * (reboot=k), a CMOS stub, the ACPI sleep/reset registers, and the two test ports (debug-exit and boot
  * marker) that tests and benchmarks rely on. */
 #ifndef VMM_X86_LEGACY_H
 #define VMM_X86_LEGACY_H

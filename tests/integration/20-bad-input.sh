@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Bad input: every case ends vmm with a one-line error and a non-zero
+# status, never a crash or a hang.
+source "$(dirname "$0")/lib.sh"
+
+# bad NAME WANT_STATUS REGEX [vmm args...]: vmm must exit with WANT_STATUS
+# and print exactly one line on stderr, matching REGEX.
+bad() {
+	local name=$1 want=$2 re=$3 rc lines
+	shift 3
+	timeout -k 5 20 "$@" </dev/null >"$WORK/$name.stdout" 2>"$WORK/$name.stderr"
+	rc=$?
+	lines=$(wc -l <"$WORK/$name.stderr")
+	if [ "$rc" -ne "$want" ]; then
+		fail "$name" "exit status $rc, expected $want" "stderr: $(head -3 "$WORK/$name.stderr")"
+	elif [ "$lines" -ne 1 ]; then
+		fail "$name" "expected one line on stderr, got $lines:" "$(head -5 "$WORK/$name.stderr")"
+	elif ! grep -Eq -- "$re" "$WORK/$name.stderr"; then
+		fail "$name" "stderr does not match '$re':" "$(cat "$WORK/$name.stderr")"
+	else
+		pass "$name"
+	fi
+}
+
+run() { echo "$VMM" run "$@"; }
+
+head -c 8192 /dev/urandom >"$WORK/garbage"
+: >"$WORK/empty"
+truncate -s 200M "$WORK/huge.initrd"
+# A real bzImage whose header claims it needs 1 GiB (init_size at 0x260).
+cp "$KERNEL" "$WORK/greedy.bzImage"
+printf '\x00\x00\x00\x40' | dd of="$WORK/greedy.bzImage" bs=1 seek=$((0x260)) conv=notrunc status=none
+
+bad missing_kernel 1 "cannot open kernel /nonexistent/bzImage: No such file" $(run --kernel /nonexistent/bzImage)
+bad kernel_is_directory 1 "kernel /tmp is not a regular file" $(run --kernel /tmp)
+bad kernel_not_bzimage 1 "not a bzImage" $(run --kernel "$WORK/garbage")
+bad kernel_empty 1 "not a bzImage" $(run --kernel "$WORK/empty")
+bad kernel_too_big 1 "kernel does not fit in guest memory" $(run --kernel "$WORK/greedy.bzImage" --mem 128M)
+bad initrd_too_big 1 "initrd .* does not fit" $(run --kernel "$KERNEL" --initrd "$WORK/huge.initrd" --mem 128M)
+bad missing_initrd 1 "cannot open initrd" $(run --kernel "$KERNEL" --initrd /nonexistent)
+bad cmdline_too_long 1 "command line too long" $(run --kernel "$KERNEL" --cmdline "$(printf 'x%.0s' $(seq 3000))")
+bad mem_malformed 2 "--mem: '12Q' is not a size" $(run --kernel "$KERNEL" --mem 12Q)
+bad mem_too_small 2 "--mem: 1M is out of range" $(run --kernel "$KERNEL" --mem 1M)
+bad cpus_zero 2 "--cpus: 0 is out of range" $(run --kernel "$KERNEL" --cpus 0)
+bad cpus_too_many 2 "--cpus: 300 is out of range" $(run --kernel "$KERNEL" --cpus 300)
+bad cpus_malformed 2 "--cpus: 'two' is not a number" $(run --kernel "$KERNEL" --cpus two)
+bad console_bad 2 "--console: 'tty' is not" $(run --kernel "$KERNEL" --console tty)
+bad unknown_option 2 "unknown option '--bogus'" $(run --kernel "$KERNEL" --bogus)
+bad no_kernel 2 "--kernel is required" $(run --mem 128M)
+bad unknown_command 2 "unknown command 'fly'" "$VMM" fly
+
+if [ "$(id -u)" = 0 ] && command -v unshare >/dev/null; then
+	bad no_dev_kvm 1 "/dev/kvm does not exist" \
+		unshare -m sh -c "mount -t tmpfs none /dev && exec $VMM run --kernel $KERNEL"
+	# A private 0600 node keeps the test independent of the host's /dev/kvm mode.
+	mknod -m 600 "$WORK/kvm" c 10 232
+	chmod 755 "$WORK"
+	bad no_kvm_permission 1 "no permission to open /dev/kvm" \
+		unshare -m sh -c "mount --bind $WORK/kvm /dev/kvm && exec setpriv --reuid=65534 --regid=65534 --clear-groups $VMM run --kernel $KERNEL"
+else
+	echo "SKIP: no_dev_kvm, no_kvm_permission (need root and unshare)"
+fi
+
+if [ -f build/tests/fakecap.so ]; then
+	# 32 is KVM_CAP_IRQFD.
+	bad missing_capability 1 "KVM lacks KVM_CAP_IRQFD" \
+		env LD_PRELOAD="$PWD/build/tests/fakecap.so" VMM_FAKE_MISSING_CAP=32 $(run --kernel "$KERNEL")
+else
+	fail missing_capability "build/tests/fakecap.so is missing (make unit builds it)"
+fi

@@ -1,0 +1,65 @@
+# Helpers for the integration tests, sourced by each test script. Tests run
+# where /dev/kvm works (natively or inside scripts/testhost) and print one
+# PASS or FAIL line each. Every wait is bounded.
+
+VMM=${VMM:-build/vmm}
+KERNEL=${KERNEL:-build/guest/bzImage}
+INITRD=${INITRD:-build/guest/initramfs.cpio.gz}
+# Under nested emulation everything is ~100x slower than native.
+if [ -n "${VMM_TESTHOST_NESTED:-}" ]; then
+	SLOW=${SLOW:-12}
+else
+	SLOW=${SLOW:-1}
+fi
+BOOT_TIMEOUT=$((10 * SLOW))
+WORK=$(mktemp -d /tmp/vmm-it.XXXXXX)
+trap 'rm -rf "$WORK"' EXIT
+CMDLINE_BASE="console=ttyS0 reboot=k panic=1 quiet"
+
+pass() { echo "PASS: $1"; }
+fail() {
+	echo "FAIL: $1"
+	shift
+	for line in "$@"; do echo "    $line"; done
+}
+
+# boot NAME TIMEOUT [vmm run args...]: runs a guest with our kernel and
+# initramfs; output in $WORK/NAME.out, status in $WORK/NAME.rc.
+boot() {
+	local name=$1 t=$2
+	shift 2
+	timeout -k 5 "$t" "$VMM" run --kernel "$KERNEL" --initrd "$INITRD" "$@" \
+		</dev/null >"$WORK/$name.out" 2>&1
+	echo $? >"$WORK/$name.rc"
+}
+
+rc_of() { cat "$WORK/$1.rc"; }
+out_of() { tr -d '\r' <"$WORK/$1.out"; }
+
+# expect_rc TEST NAME STATUS: the run's exit status.
+expect_status() {
+	local test=$1 name=$2 want=$3 got
+	got=$(rc_of "$name")
+	if [ "$got" = "$want" ]; then return 0; fi
+	fail "$test" "exit status $got, expected $want" "output:" "$(out_of "$name" | tail -15)"
+	return 1
+}
+
+# expect_line TEST NAME REGEX: a line of the run's output matches.
+expect_line() {
+	local test=$1 name=$2 re=$3
+	if out_of "$name" | grep -Eq -- "$re"; then return 0; fi
+	fail "$test" "no output line matches '$re'" "output:" "$(out_of "$name" | tail -15)"
+	return 1
+}
+
+# wait_for SECONDS CMD...: polls CMD every 0.2 s until it succeeds.
+wait_for() {
+	local deadline=$((SECONDS + $1))
+	shift
+	while [ $SECONDS -lt $deadline ]; do
+		"$@" && return 0
+		sleep 0.2
+	done
+	return 1
+}
