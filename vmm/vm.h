@@ -12,6 +12,7 @@
 #include "console.h"
 #include "kvm.h"
 #include "mem.h"
+#include "x86/legacy.h"
 #include "x86/uart.h"
 
 struct vcpu;
@@ -35,6 +36,7 @@ struct vm {
 	struct bus mmio;
 	struct uart uart;
 	struct console console;
+	struct legacy_devices legacy;
 	unsigned ncpus;
 	struct vcpu *vcpus;
 

@@ -10,7 +10,6 @@
 #define SDT_HEADER_SIZE 36
 #define RSDP_SIZE 36
 #define FADT_SIZE 276
-#define FADT_HW_REDUCED_ACPI (1u << 20)
 #define FADT_RESET_REG_SUP   (1u << 10)
 #define BOOT_ARCH_NO_VGA     (1u << 2)
 #define BOOT_ARCH_NO_CMOS    (1u << 5)
@@ -81,14 +80,18 @@ static void write_fadt(uint8_t *t, uint32_t dsdt_gpa)
 {
 	sdt_header(t, "FACP", FADT_SIZE, 6);
 	put32(t + 40, dsdt_gpa);
+	put16(t + 46, ACPI_SCI_IRQ);
+	/* SMI_CMD (48) stays 0: the machine is always in ACPI mode. */
+	put32(t + 56, ACPI_PM1_EVT_PORT);
+	put32(t + 64, ACPI_PM1_CNT_PORT);
+	t[88] = 4; /* PM1_EVT_LEN */
+	t[89] = 2; /* PM1_CNT_LEN */
 	put16(t + 109, BOOT_ARCH_NO_VGA | BOOT_ARCH_NO_CMOS);
-	put32(t + 112, FADT_HW_REDUCED_ACPI | FADT_RESET_REG_SUP);
+	put32(t + 112, FADT_RESET_REG_SUP);
 	put_gas_port(t + 116, ACPI_RESET_PORT);
 	t[128] = ACPI_RESET_VALUE;
 	t[131] = 0; /* minor version */
 	put64(t + 140, dsdt_gpa);
-	put_gas_port(t + 244, ACPI_SLEEP_CTL_PORT);
-	put_gas_port(t + 256, ACPI_SLEEP_STS_PORT);
 	memcpy(t + 268, "VMMVMM  ", 8);
 	sdt_finish(t, FADT_SIZE);
 }
@@ -157,7 +160,7 @@ int acpi_write_tables(uint8_t *buf, size_t size, unsigned ncpus)
 	return (int)total;
 }
 
-int acpi_is_poweroff(uint8_t sleep_ctl)
+int acpi_is_poweroff(uint16_t pm1_cnt)
 {
-	return (sleep_ctl & ACPI_SLP_EN) && ((sleep_ctl >> 2) & 7) == ACPI_S5_TYPE;
+	return (pm1_cnt & ACPI_PM1_SLP_EN) && ((pm1_cnt >> 10) & 7) == ACPI_S5_TYPE;
 }

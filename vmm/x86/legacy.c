@@ -55,22 +55,35 @@ static void test_ports_io(void *opaque, uint64_t offset, uint8_t *data, uint32_t
 	}
 }
 
+/* PM1 event registers read as zero; PM1 control keeps what the guest wrote
+ * and always shows SCI_EN, so the guest sees the machine in ACPI mode. */
 static void acpi_pm_io(void *opaque, uint64_t offset, uint8_t *data, uint32_t len, bool is_write)
 {
-	struct vm *vm = opaque;
+	struct legacy_devices *legacy = opaque;
+	const uint64_t cnt = ACPI_PM1_CNT_PORT - ACPI_PM1_EVT_PORT;
 
-	if (!is_write) {
-		memset(data, 0, len);
-		return;
+	for (uint32_t i = 0; i < len; i++) {
+		uint64_t reg = offset + i;
+		unsigned shift = (unsigned)(reg - cnt) * 8;
+
+		if (!is_write) {
+			data[i] = (reg == cnt || reg == cnt + 1)
+					  ? (uint8_t)((legacy->pm1_cnt | ACPI_PM1_SCI_EN) >> shift)
+					  : 0;
+		} else if (reg == cnt || reg == cnt + 1) {
+			legacy->pm1_cnt = (uint16_t)((legacy->pm1_cnt & ~(0xffu << shift)) |
+						     (unsigned)data[i] << shift);
+		} else if (reg == ACPI_RESET_PORT - ACPI_PM1_EVT_PORT && data[i] == ACPI_RESET_VALUE) {
+			vm_request_stop(legacy->vm, VM_STOP_RESET, 0);
+		}
 	}
-	if (offset == 0 && acpi_is_poweroff(data[0]))
-		vm_request_stop(vm, VM_STOP_POWEROFF, 0);
-	else if (offset == ACPI_RESET_PORT - ACPI_SLEEP_CTL_PORT && data[0] == ACPI_RESET_VALUE)
-		vm_request_stop(vm, VM_STOP_RESET, 0);
+	if (is_write && acpi_is_poweroff(legacy->pm1_cnt))
+		vm_request_stop(legacy->vm, VM_STOP_POWEROFF, 0);
 }
 
 int legacy_register(struct vm *vm)
 {
+	vm->legacy.vm = vm;
 	int rc = bus_register(&vm->pio, I8042_DATA_PORT, 5, i8042_io, vm);
 
 	if (!rc)
@@ -78,6 +91,7 @@ int legacy_register(struct vm *vm)
 	if (!rc)
 		rc = bus_register(&vm->pio, DEBUG_EXIT_PORT, 2, test_ports_io, vm);
 	if (!rc)
-		rc = bus_register(&vm->pio, ACPI_SLEEP_CTL_PORT, 3, acpi_pm_io, vm);
+		rc = bus_register(&vm->pio, ACPI_PM1_EVT_PORT, ACPI_PM_PORTS_LEN, acpi_pm_io,
+				  &vm->legacy);
 	return rc;
 }

@@ -12,7 +12,14 @@ struct vm;
 /* The first write to this port records the time since vmm started. */
 #define BOOT_MARKER_PORT 0x502
 
-/* 0 or -errno. */
+#include <stdint.h>
+
+struct legacy_devices {
+	struct vm *vm;
+	uint16_t pm1_cnt; /* ACPI PM1a control */
+};
+
+/* Registers the ports; state lives in vm->legacy. 0 or -errno. */
 int legacy_register(struct vm *vm);
 
 #endif
