@@ -190,7 +190,7 @@ int control_open(struct control *ctl, const char *path, struct loop *loop, struc
 		return -EEXIST;
 	}
 	unlink(path);
-	old_umask = umask(0077); /* the socket is born 0600: no window where others can connect */
+	old_umask = umask(0177); /* the socket is born 0600: no window where others can connect */
 	rc = bind(fd, (struct sockaddr *)&addr, sizeof(addr));
 	umask(old_umask);
 	if (rc < 0 || listen(fd, 8) < 0) {

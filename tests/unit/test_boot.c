@@ -318,6 +318,23 @@ static void test_load_rejects(void)
 	put32(img + 0x260, GUEST_RAM - 1 * MiB); /* exactly fits, but leaves no room for an initrd */
 	expect_load_error(__LINE__, img, sizeof(img), big, 1, "", -ENOMEM, "initrd");
 
+	/* A kernel that cannot relocate needs init_size from pref_address. */
+	make_image(img);
+	img[0x234] = 0;
+	put32(img + 0x258, 32 * MiB);
+	put32(img + 0x260, GUEST_RAM - 32 * MiB + 1);
+	expect_load_error(__LINE__, img, sizeof(img), NULL, 0, "", -ENOMEM, "does not fit");
+	img[0x234] = 1; /* the same kernel, relocatable, fits */
+	{
+		struct boot_entry entry;
+		char err[256] = "";
+		struct guest g;
+
+		REQUIRE(guest_new(&g) == 0);
+		CHECK_EQ(boot_load(&g.mem, img, sizeof(img), NULL, 0, "", &entry, err, sizeof(err)), 0);
+		free(g.ram);
+	}
+
 	/* An initrd that fits in RAM but not above the kernel. */
 	make_image(img);
 	expect_load_error(__LINE__, img, sizeof(img), big, big_size, "", -ENOMEM, "initrd");

@@ -64,6 +64,8 @@ int bzimage_parse(const uint8_t *img, size_t size, struct bzimage_info *info, co
 	info->initrd_addr_max = le32_at(img + 0x22c);
 	info->cmdline_max = le32_at(img + 0x238);
 	info->init_size = le32_at(img + 0x260);
+	info->relocatable = img[0x234] != 0;
+	info->pref_address = (uint64_t)le32_at(img + 0x258) | (uint64_t)le32_at(img + 0x25c) << 32;
 	return 0;
 }
 
@@ -120,10 +122,16 @@ int boot_load(struct guest_mem *mem, const uint8_t *kernel, size_t kernel_size,
 		snprintf(err, errlen, "kernel: %s", why);
 		return rc;
 	}
-	need = info.kernel_size > info.init_size ? info.kernel_size : info.init_size;
-	kernel_end = BOOT_KERNEL_GPA + need;
-	dst = gpa_to_hva(mem, BOOT_KERNEL_GPA, need);
-	if (!dst) {
+	/* A kernel that cannot relocate decompresses itself to pref_address,
+	 * wherever we load it, and needs init_size bytes from there. */
+	kernel_end = (!info.relocatable && info.pref_address > BOOT_KERNEL_GPA ? info.pref_address
+									       : BOOT_KERNEL_GPA) +
+		     info.init_size;
+	if (kernel_end < BOOT_KERNEL_GPA + info.kernel_size)
+		kernel_end = BOOT_KERNEL_GPA + info.kernel_size;
+	need = kernel_end - BOOT_KERNEL_GPA;
+	dst = gpa_to_hva(mem, BOOT_KERNEL_GPA, info.kernel_size);
+	if (!dst || !gpa_to_hva(mem, BOOT_KERNEL_GPA, need)) {
 		snprintf(err, errlen, "kernel does not fit in guest memory (needs %llu MiB above 1 MiB)",
 			 (unsigned long long)(need >> 20) + 1);
 		return -ENOMEM;

@@ -5,6 +5,7 @@
 #ifndef VMM_X86_BOOT_H
 #define VMM_X86_BOOT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -28,6 +29,8 @@ struct bzimage_info {
 	uint32_t init_size;       /* memory the kernel needs from its load address */
 	uint32_t cmdline_max;     /* longest command line, NUL excluded */
 	uint32_t initrd_addr_max; /* highest address the initrd may occupy */
+	bool relocatable;
+	uint64_t pref_address;    /* where a non-relocatable kernel decompresses */
 };
 
 /* 0, or -ENOEXEC with a human-readable reason in *why. */
