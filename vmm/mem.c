@@ -2,7 +2,9 @@
 #include "mem.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <sys/mman.h>
 
 void guest_mem_layout(struct guest_mem *mem, uint8_t *base, uint64_t size)
@@ -12,11 +14,13 @@ void guest_mem_layout(struct guest_mem *mem, uint8_t *base, uint64_t size)
 	mem->base = base;
 	mem->size = size;
 	mem->nregions = 1;
-	mem->regions[0] = (struct mem_region){ .gpa = 0, .size = low, .hva = base };
+	mem->dirty = NULL;
+	mem->regions[0] = (struct mem_region){ .gpa = 0, .size = low, .offset = 0, .hva = base };
 	if (size > low) {
 		mem->nregions = 2;
 		mem->regions[1] = (struct mem_region){
-			.gpa = MMIO_HOLE_END, .size = size - low, .hva = base ? base + low : NULL,
+			.gpa = MMIO_HOLE_END, .size = size - low, .offset = low,
+			.hva = base ? base + low : NULL,
 		};
 	}
 }
@@ -37,6 +41,55 @@ void guest_mem_free(struct guest_mem *mem)
 	if (mem->base)
 		munmap(mem->base, mem->size);
 	mem->base = NULL;
+	free((void *)mem->dirty);
+	mem->dirty = NULL;
+}
+
+uint64_t guest_mem_pages(const struct guest_mem *mem)
+{
+	return (mem->size + GUEST_PAGE_SIZE - 1) >> GUEST_PAGE_SHIFT;
+}
+
+int guest_mem_dirty_alloc(struct guest_mem *mem)
+{
+	mem->dirty = calloc((guest_mem_pages(mem) + 63) / 64, sizeof(uint64_t));
+	return mem->dirty ? 0 : -ENOMEM;
+}
+
+/* Offset of gpa inside the mapping, or UINT64_MAX outside RAM. */
+static uint64_t mapping_offset(const struct guest_mem *mem, uint64_t gpa)
+{
+	for (unsigned i = 0; i < mem->nregions; i++) {
+		const struct mem_region *r = &mem->regions[i];
+
+		if (gpa >= r->gpa && gpa - r->gpa < r->size)
+			return r->offset + (gpa - r->gpa);
+	}
+	return UINT64_MAX;
+}
+
+void guest_mem_mark_dirty(struct guest_mem *mem, uint64_t gpa, uint64_t len)
+{
+	uint64_t first, last, end;
+
+	if (!mem->dirty || !len || __builtin_add_overflow(gpa, len - 1, &end))
+		return;
+	first = mapping_offset(mem, gpa);
+	last = mapping_offset(mem, end);
+	if (first == UINT64_MAX || last == UINT64_MAX)
+		return;
+	for (uint64_t p = first >> GUEST_PAGE_SHIFT; p <= last >> GUEST_PAGE_SHIFT; p++)
+		atomic_fetch_or(&mem->dirty[p / 64], 1ULL << (p % 64));
+}
+
+bool guest_mem_test_dirty(const struct guest_mem *mem, uint64_t gpa)
+{
+	uint64_t off = mapping_offset(mem, gpa), p;
+
+	if (!mem->dirty || off == UINT64_MAX)
+		return false;
+	p = off >> GUEST_PAGE_SHIFT;
+	return atomic_load(&mem->dirty[p / 64]) & (1ULL << (p % 64));
 }
 
 void *gpa_to_hva(const struct guest_mem *mem, uint64_t gpa, uint64_t len)

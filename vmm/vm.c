@@ -96,6 +96,8 @@ static void setup_memory(struct vm *vm)
 {
 	int rc = guest_mem_alloc(&vm->mem, vm->cfg->mem_size);
 
+	if (!rc)
+		rc = guest_mem_dirty_alloc(&vm->mem);
 	if (rc)
 		die("cannot map %llu MiB of guest memory: %s",
 		    (unsigned long long)(vm->cfg->mem_size >> 20), strerror(-rc));
