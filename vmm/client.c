@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -105,31 +106,98 @@ int client_request(const char *path, json_t *req, int timeout_ms, json_t **reply
 	return rc;
 }
 
-int client_status_main(int argc, char **argv)
+/* Sends req to the socket, prints the reply (pretty JSON, or through
+ * print when it is set and the reply is ok) and returns the exit status. */
+static int request_and_print(const char *what, const char *path, json_t *req, int timeout_ms,
+			     void (*print)(json_t *reply))
 {
-	json_t *req, *reply;
+	json_t *reply;
 	char err[256];
 	char *text;
-	int rc;
+	int rc = client_request(path, req, timeout_ms, &reply, err, sizeof(err));
 
+	json_decref(req);
+	if (rc) {
+		log_err("%s: %s", what, err);
+		return 1;
+	}
+	if (!json_is_true(json_object_get(reply, "ok"))) {
+		log_err("%s: %s", what, json_string_value(json_object_get(reply, "error")) ?: "failed");
+		json_decref(reply);
+		return 1;
+	}
+	if (print) {
+		print(reply);
+	} else {
+		text = json_dumps(reply, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+		printf("%s\n", text ? text : "{}");
+		free(text);
+	}
+	json_decref(reply);
+	return 0;
+}
+
+int client_balloon_main(int argc, char **argv)
+{
+	uint64_t size;
+
+	if (argc == 3 && !strcmp(argv[2], "--stats"))
+		return request_and_print("balloon", argv[1], json_pack("{s:s}", "cmd", "balloon-stats"),
+					 5000, NULL);
+	if (argc == 4 && !strcmp(argv[2], "--set")) {
+		if (parse_size(argv[3], &size)) {
+			log_err("balloon: --set: '%s' is not a size (examples: 128M, 1G)", argv[3]);
+			return 2;
+		}
+		return request_and_print("balloon", argv[1],
+					 json_pack("{s:s, s:I}", "cmd", "balloon", "size", (json_int_t)size),
+					 5000, NULL);
+	}
+	fprintf(stderr, "usage: vmm balloon SOCKET --set SIZE   (SIZE: the balloon's size, i.e. memory taken from the guest)\n"
+			"       vmm balloon SOCKET --stats\n");
+	return 2;
+}
+
+static void print_hint(json_t *reply)
+{
+	json_int_t bytes = json_integer_value(json_object_get(reply, "bytes"));
+
+	printf("hint round %lld: %lld ranges, %lld bytes (%.1f MiB), %.1f ms\n",
+	       (long long)json_integer_value(json_object_get(reply, "cmd_id")),
+	       (long long)json_integer_value(json_object_get(reply, "ranges")), (long long)bytes,
+	       (double)bytes / (1 << 20), json_real_value(json_object_get(reply, "elapsed_ms")));
+}
+
+int client_hint_main(int argc, char **argv)
+{
+	uint64_t timeout_ms = 10000;
+	bool json = false;
+
+	for (int i = 2; i < argc; i++) {
+		if (!strcmp(argv[i], "--json")) {
+			json = true;
+		} else if (!strcmp(argv[i], "--timeout-ms") && i + 1 < argc &&
+			   !parse_uint(argv[i + 1], 1, 600000, &timeout_ms)) {
+			i++;
+		} else {
+			argc = 0;
+			break;
+		}
+	}
+	if (argc < 2 || argv[1][0] == '-') {
+		fprintf(stderr, "usage: vmm hint SOCKET [--timeout-ms N] [--json]\n");
+		return 2;
+	}
+	return request_and_print("hint", argv[1],
+				 json_pack("{s:s, s:I}", "cmd", "hint", "timeout_ms", (json_int_t)timeout_ms),
+				 (int)timeout_ms + 5000, json ? NULL : print_hint);
+}
+
+int client_status_main(int argc, char **argv)
+{
 	if (argc != 2 || argv[1][0] == '-') {
 		fprintf(stderr, "usage: vmm status SOCKET\n");
 		return 2;
 	}
-	req = json_pack("{s:s}", "cmd", "status");
-	rc = client_request(argv[1], req, 5000, &reply, err, sizeof(err));
-	json_decref(req);
-	if (rc) {
-		log_err("status: %s", err);
-		return 1;
-	}
-	text = json_dumps(reply, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-	printf("%s\n", text ? text : "{}");
-	free(text);
-	if (!json_is_true(json_object_get(reply, "ok"))) {
-		json_decref(reply);
-		return 1;
-	}
-	json_decref(reply);
-	return 0;
+	return request_and_print("status", argv[1], json_pack("{s:s}", "cmd", "status"), 5000, NULL);
 }

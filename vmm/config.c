@@ -19,6 +19,9 @@ const char config_usage[] =
 	"  --cpus N             vCPUs, 1 to 254 (default 1)\n"
 	"  --console KIND       stdio, file:PATH or none (default stdio)\n"
 	"  --api-socket PATH    JSON control socket, created with mode 0600\n"
+	"  --balloon [OPTS]     virtio-balloon; OPTS is a comma-separated subset of\n"
+	"                       stats=SECONDS, deflate-on-oom, free-page-hint,\n"
+	"                       free-page-reporting (default: inflate/deflate only)\n"
 	"  --boot-timer         print the time to the guest's boot marker on stderr\n"
 	"  -h, --help           this text\n"
 	"  -V, --version        version\n"
@@ -26,7 +29,7 @@ const char config_usage[] =
 	"On the console, Ctrl-A x quits and Ctrl-A Ctrl-A sends Ctrl-A.\n";
 
 enum { OPT_KERNEL = 256, OPT_INITRD, OPT_CMDLINE, OPT_MEM, OPT_CPUS, OPT_CONSOLE,
-       OPT_API_SOCKET, OPT_BOOT_TIMER };
+       OPT_API_SOCKET, OPT_BOOT_TIMER, OPT_BALLOON };
 
 static const struct option run_options[] = {
 	{ "kernel", required_argument, NULL, OPT_KERNEL },
@@ -37,6 +40,7 @@ static const struct option run_options[] = {
 	{ "console", required_argument, NULL, OPT_CONSOLE },
 	{ "api-socket", required_argument, NULL, OPT_API_SOCKET },
 	{ "boot-timer", no_argument, NULL, OPT_BOOT_TIMER },
+	{ "balloon", optional_argument, NULL, OPT_BALLOON },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, 'V' },
 	{ NULL, 0, NULL, 0 },
@@ -122,6 +126,7 @@ static int parse_one(struct vm_config *cfg, int opt, const char *arg, char *err,
 		cfg->api_socket = arg;
 		return 0;
 	case OPT_BOOT_TIMER: cfg->boot_timer = true; return 0;
+	case OPT_BALLOON: return balloon_parse_options(arg, &cfg->balloon, err, errlen);
 	}
 	snprintf(err, errlen, "internal error: option %d", opt);
 	return -EINVAL;
@@ -149,6 +154,9 @@ int config_parse(struct vm_config *cfg, int argc, char **argv, char *err, size_t
 				snprintf(err, errlen, "unknown option '%s' (try --help)", argv[optind - 1]);
 			return -EINVAL;
 		}
+		/* "--balloon OPTS" as well as "--balloon=OPTS" and a bare "--balloon". */
+		if (opt == OPT_BALLOON && !optarg && optind < argc && argv[optind][0] != '-')
+			optarg = argv[optind++];
 		rc = parse_one(cfg, opt, optarg, err, errlen);
 		if (rc)
 			return rc;

@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "virtio/balloon.h"
+
 #define VMM_VERSION "0.1.0"
 
 #define CONFIG_MIN_MEM (32ULL << 20)
@@ -26,6 +28,7 @@ struct vm_config {
 	const char *console_path;
 	const char *api_socket;
 	bool boot_timer;
+	struct balloon_options balloon;
 };
 
 enum config_result {

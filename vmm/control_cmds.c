@@ -1,6 +1,8 @@
 /* Control socket commands; see control_cmds.h. */
 #include "control_cmds.h"
 
+#include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "util.h"
@@ -24,8 +26,85 @@ static json_t *cmd_status(struct vm *vm, json_t *req, char *err, size_t errlen)
 	return reply;
 }
 
+static struct balloon *need_balloon(struct vm *vm, char *err, size_t errlen)
+{
+	if (!vm->balloon)
+		snprintf(err, errlen, "no balloon device (start vmm run with --balloon)");
+	return vm->balloon;
+}
+
+static json_t *cmd_balloon(struct vm *vm, json_t *req, char *err, size_t errlen)
+{
+	struct balloon *b = need_balloon(vm, err, errlen);
+	json_t *size = json_object_get(req, "size");
+
+	if (!b)
+		return NULL;
+	if (!json_is_integer(size) || json_integer_value(size) < 0) {
+		snprintf(err, errlen, "\"size\" must be a non-negative integer (bytes)");
+		return NULL;
+	}
+	if (balloon_set_size(b, (uint64_t)json_integer_value(size))) {
+		snprintf(err, errlen, "balloon size %lld exceeds guest memory (%llu bytes)",
+			 (long long)json_integer_value(size), (unsigned long long)vm->mem.size);
+		return NULL;
+	}
+	return json_pack("{s:I}", "target_bytes", json_integer_value(size) & ~4095LL);
+}
+
+static json_t *cmd_balloon_stats(struct vm *vm, json_t *req, char *err, size_t errlen)
+{
+	struct balloon *b = need_balloon(vm, err, errlen);
+
+	(void)req;
+	return b ? balloon_stats_json(b) : NULL;
+}
+
+static json_t *cmd_hint(struct vm *vm, json_t *req, char *err, size_t errlen)
+{
+	struct balloon *b = need_balloon(vm, err, errlen);
+	json_t *t = json_object_get(req, "timeout_ms"), *reply;
+	json_int_t timeout_ms = 10000;
+	int rc;
+
+	if (!b)
+		return NULL;
+	if (t && (!json_is_integer(t) || json_integer_value(t) < 1 ||
+		  json_integer_value(t) > 600000)) {
+		snprintf(err, errlen, "\"timeout_ms\" must be an integer from 1 to 600000");
+		return NULL;
+	}
+	if (t)
+		timeout_ms = json_integer_value(t);
+	rc = balloon_hint_start(b, NULL, NULL);
+	if (rc == -ENOTSUP) {
+		snprintf(err, errlen, "the guest has not enabled free page hinting "
+				      "(needs --balloon free-page-hint and a driver that accepts it)");
+		return NULL;
+	}
+	if (rc) {
+		snprintf(err, errlen, "a hint round is already running");
+		return NULL;
+	}
+	/* Outside migration hints are only counted: nothing is discarded,
+	 * because the guest may reuse a hinted page at any moment. */
+	rc = balloon_hint_wait(b, (int)timeout_ms);
+	reply = balloon_hint_json(b);
+	balloon_hint_done(b);
+	if (rc) {
+		json_decref(reply);
+		snprintf(err, errlen, "the guest did not finish the hint round within %lld ms",
+			 (long long)timeout_ms);
+		return NULL;
+	}
+	return reply;
+}
+
 static const struct control_cmd commands[] = {
 	{ "status", cmd_status },
+	{ "balloon", cmd_balloon },
+	{ "balloon-stats", cmd_balloon_stats },
+	{ "hint", cmd_hint },
 };
 
 const struct control_cmd *control_find_cmd(const char *name)

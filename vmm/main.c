@@ -12,6 +12,10 @@ static const char usage[] =
 	"\n"
 	"  run [OPTIONS]     boot a microVM (vmm run --help for the options)\n"
 	"  status SOCKET     show the state of a running vmm\n"
+	"  balloon SOCKET --set SIZE | --stats\n"
+	"                    set the balloon's size (memory taken from the guest),\n"
+	"                    or print its statistics as JSON\n"
+	"  hint SOCKET       run one free page hint round; print ranges, bytes, time\n"
 	"  --help            this text\n"
 	"  --version         version\n";
 
@@ -48,6 +52,10 @@ int main(int argc, char **argv)
 		return run_main(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "status"))
 		return client_status_main(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "balloon"))
+		return client_balloon_main(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "hint"))
+		return client_hint_main(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
 		fputs(usage, stdout);
 		return 0;

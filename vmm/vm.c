@@ -20,6 +20,7 @@
 #include "loop.h"
 #include "util.h"
 #include "vcpu.h"
+#include "virtio/mmio.h"
 #include "x86/acpi.h"
 #include "x86/boot.h"
 #include "x86/legacy.h"
@@ -127,7 +128,7 @@ static void load_guest(struct vm *vm, struct boot_entry *entry)
 	if (!kernel.size)
 		die("kernel %s: not a bzImage (empty file)", vm->cfg->kernel);
 	rc = boot_load(&vm->mem, kernel.data, kernel.size, vm->cfg->initrd ? initrd.data : NULL,
-		       initrd.size, vm->cfg->cmdline, entry, err, sizeof(err));
+		       initrd.size, vm->cmdline, entry, err, sizeof(err));
 	if (rc)
 		die("%s", err);
 	unmap_file(&kernel);
@@ -159,6 +160,20 @@ static const struct uart_ops com1_ops = {
 	.output = uart_output,
 };
 
+/* Appends the device to the guest command line, as virtio_mmio expects. */
+static void announce_virtio(struct vm *vm, const struct virtio_dev *dev)
+{
+	char param[96];
+	char *cmdline;
+
+	virtio_mmio_cmdline(dev, param, sizeof(param));
+	if (asprintf(&cmdline, "%s %s", vm->cmdline, param) < 0)
+		die("out of memory");
+	free(vm->cmdline);
+	vm->cmdline = cmdline;
+	vm->nvirtio++;
+}
+
 static void setup_devices(struct vm *vm)
 {
 	char err[256];
@@ -169,6 +184,16 @@ static void setup_devices(struct vm *vm)
 	if (bus_register(&vm->pio, UART_COM1_BASE, UART_NREGS, uart_io, &vm->uart) ||
 	    legacy_register(vm))
 		die("cannot register the legacy devices");
+	vm->cmdline = strdup(vm->cfg->cmdline);
+	if (!vm->cmdline)
+		die("out of memory");
+	if (vm->cfg->balloon.enabled) {
+		vm->balloon = calloc(1, sizeof(*vm->balloon));
+		if (!vm->balloon ||
+		    balloon_create(vm, vm->balloon, &vm->cfg->balloon, vm->nvirtio, err, sizeof(err)))
+			die("%s", vm->balloon ? err : "out of memory");
+		announce_virtio(vm, &vm->balloon->dev);
+	}
 }
 
 static struct kvm_cpuid2 *supported_cpuid(struct vm *vm)
@@ -219,8 +244,8 @@ void vm_create(struct vm *vm, const struct vm_config *cfg)
 		    vm->kvm.max_vcpus);
 	create_kvm_vm(vm);
 	setup_memory(vm);
-	load_guest(vm, &entry);
 	setup_devices(vm);
+	load_guest(vm, &entry);
 	create_vcpus(vm, &entry);
 	vm->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (vm->stop_fd < 0)
@@ -345,6 +370,11 @@ static void runtime_close(struct runtime *rt)
 
 static void vm_destroy(struct vm *vm)
 {
+	if (vm->balloon) {
+		balloon_destroy(vm->balloon);
+		free(vm->balloon);
+	}
+	free(vm->cmdline);
 	for (unsigned i = 0; i < vm->ncpus; i++)
 		vcpu_destroy(&vm->vcpus[i]);
 	free(vm->vcpus);

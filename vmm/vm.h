@@ -12,6 +12,7 @@
 #include "console.h"
 #include "kvm.h"
 #include "mem.h"
+#include "virtio/balloon.h"
 #include "x86/legacy.h"
 #include "x86/uart.h"
 
@@ -37,6 +38,9 @@ struct vm {
 	struct uart uart;
 	struct console console;
 	struct legacy_devices legacy;
+	struct balloon *balloon; /* NULL without --balloon */
+	unsigned nvirtio;
+	char *cmdline;           /* --cmdline plus the virtio-mmio devices */
 	unsigned ncpus;
 	struct vcpu *vcpus;
 
