@@ -187,7 +187,7 @@ def main():
                     help="stop running a VMM after this many failed boots (default 2)")
     args = ap.parse_args()
 
-    cmdline = ('console=ttyS0 reboot=k panic=1 quiet vmm.job=sh '
+    cmdline = ('console=ttyS0 reboot=k panic=1 pci=off quiet vmm.job=sh '
                'vmm.arg="echo vmm-bench: idle; sleep 600"')
     argvs = {
         "vmm": [args.vmm, "run", "--kernel", args.kernel, "--initrd", args.initrd,

@@ -14,7 +14,7 @@ const char config_usage[] =
 	"\n"
 	"  --kernel PATH        bzImage to boot (Linux x86-64 boot protocol)\n"
 	"  --initrd PATH        initial ramdisk\n"
-	"  --cmdline STR        kernel command line (default: \"console=ttyS0 reboot=k panic=1\")\n"
+	"  --cmdline STR        kernel command line (default: \"console=ttyS0 reboot=k panic=1 pci=off\")\n"
 	"  --mem SIZE           guest RAM, e.g. 512M or 4G (default 256M)\n"
 	"  --cpus N             vCPUs, 1 to 254 (default 1)\n"
 	"  --console KIND       stdio, file:PATH or none (default stdio)\n"
@@ -49,7 +49,7 @@ static const struct option run_options[] = {
 void config_defaults(struct vm_config *cfg)
 {
 	memset(cfg, 0, sizeof(*cfg));
-	cfg->cmdline = "console=ttyS0 reboot=k panic=1";
+	cfg->cmdline = "console=ttyS0 reboot=k panic=1 pci=off";
 	cfg->mem_size = 256ULL << 20;
 	cfg->cpus = 1;
 	cfg->console = CONSOLE_STDIO;

@@ -162,7 +162,9 @@ static void *vcpu_thread(void *arg)
 		case KVM_EXIT_INTR:
 			break;
 		case KVM_EXIT_SHUTDOWN:
-			/* A triple fault: how x86 Linux ends a reboot when nothing else worked. */
+			/* A triple fault: how x86 Linux ends a reboot when nothing else
+			 * worked, but also how a guest dies early; say which vCPU. */
+			log_err("vCPU %u: triple fault, treated as a guest reset", vcpu->id);
 			vm_request_stop(vm, VM_STOP_RESET, 0);
 			break;
 		case KVM_EXIT_SYSTEM_EVENT:

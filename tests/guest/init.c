@@ -52,6 +52,7 @@
 #include <sys/reboot.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <unistd.h>
 
 #define PORT_DEBUG_EXIT 0x501
@@ -93,8 +94,17 @@ static __attribute__((noreturn)) void hang(void)
 		pause();
 }
 
+/* write() to the console returns once the bytes are in the tty buffer; the
+ * UART sends them later, by interrupt. Wait for that before the machine
+ * stops, or the last lines never reach the host. */
+static void drain_console(void)
+{
+	tcdrain(STDOUT_FILENO);
+}
+
 static __attribute__((noreturn)) void power_off(void)
 {
+	drain_console();
 	sync();
 	reboot(RB_POWER_OFF);
 	say("vmm-guest: reboot(RB_POWER_OFF) failed: %s", strerror(errno));
@@ -104,6 +114,7 @@ static __attribute__((noreturn)) void power_off(void)
 static __attribute__((noreturn)) void debug_exit(int status)
 {
 	say("vmm-guest: debug-exit %d", status);
+	drain_console();
 	if (have_ports)
 		outb((unsigned char)status, PORT_DEBUG_EXIT);
 	/* Only reached when nothing listens on the port. */
@@ -113,6 +124,7 @@ static __attribute__((noreturn)) void debug_exit(int status)
 
 static void do_reboot(int cmd, const char *what)
 {
+	drain_console();
 	sync();
 	reboot(cmd);
 	say("vmm-guest: reboot(%s) failed: %s", what, strerror(errno));

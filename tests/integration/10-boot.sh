@@ -14,7 +14,7 @@ test_boot_cpus() {
 
 test_serial_output() {
 	# Without "quiet" the kernel's own boot log must come through the UART.
-	boot serial $BOOT_TIMEOUT --mem 128M --cmdline "console=ttyS0 reboot=k panic=1 vmm.job=hello"
+	boot serial $BOOT_TIMEOUT --mem 128M --cmdline "console=ttyS0 reboot=k panic=1 pci=off vmm.job=hello"
 	expect_status serial_output serial 0 &&
 		expect_line serial_output serial "Linux version 6\.1" &&
 		expect_line serial_output serial "^vmm-guest: init" &&

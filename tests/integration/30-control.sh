@@ -11,7 +11,7 @@ pid=$!
 
 # send_raw TEXT: one request over the socket, prints the reply line.
 send_raw() {
-	python3 -c '
+	/usr/bin/python3 -c '
 import socket, sys
 s = socket.socket(socket.AF_UNIX); s.settimeout(10); s.connect(sys.argv[1])
 s.sendall(sys.argv[2].encode() + b"\n")

@@ -14,7 +14,7 @@ fi
 BOOT_TIMEOUT=$((10 * SLOW))
 WORK=$(mktemp -d /tmp/vmm-it.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
-CMDLINE_BASE="console=ttyS0 reboot=k panic=1 quiet"
+CMDLINE_BASE="console=ttyS0 reboot=k panic=1 pci=off quiet"
 
 pass() { echo "PASS: $1"; }
 fail() {
@@ -62,4 +62,36 @@ wait_for() {
 		sleep 0.2
 	done
 	return 1
+}
+
+# guest_rss_mib PID MEM_MIB: resident MiB of vmm's guest-RAM mapping (the
+# anonymous mapping whose size is the guest's memory).
+guest_rss_mib() {
+	awk -v want=$(($2 * 1024)) '
+		/^Size:/ { hit = ($2 == want) }
+		/^Rss:/ && hit { print int($2 / 1024); exit }' "/proc/$1/smaps"
+}
+
+# json_field JSON KEY: a top-level or "stats" number from a vmm reply.
+json_field() {
+	/usr/bin/python3 -c '
+import json, sys
+d = json.loads(sys.argv[1])
+v = d.get(sys.argv[2], d.get("stats", {}).get(sys.argv[2]))
+print("" if v is None else v)' "$1" "$2"
+}
+
+# start_guest NAME MEM ARGS...: starts vmm in the background with an API
+# socket at $WORK/NAME.sock; sets $pid. The caller kills it.
+start_guest() {
+	local name=$1 mem=$2
+	shift 2
+	timeout -k 5 $((60 * SLOW)) "$VMM" run --kernel "$KERNEL" --initrd "$INITRD" --mem "${mem}M" \
+		--api-socket "$WORK/$name.sock" "$@" </dev/null >"$WORK/$name.out" 2>&1 &
+	pid=$!
+}
+
+# last_value NAME KEY: the last "KEY VALUE" the guest printed.
+last_value() {
+	out_of "$1" | awk -v k="$2" '$1 == k { v = $2 } END { print v }'
 }

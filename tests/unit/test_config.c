@@ -38,7 +38,7 @@ static void test_defaults(void)
 	CHECK(cfg.console_path == NULL);
 	CHECK(cfg.api_socket == NULL);
 	CHECK(!cfg.boot_timer);
-	CHECK_STREQ(cfg.cmdline, "console=ttyS0 reboot=k panic=1");
+	CHECK_STREQ(cfg.cmdline, "console=ttyS0 reboot=k panic=1 pci=off");
 	CHECK_STREQ(err, "");
 
 	/* config_defaults alone gives the same values. */

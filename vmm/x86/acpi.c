@@ -10,6 +10,8 @@
 #define SDT_HEADER_SIZE 36
 #define RSDP_SIZE 36
 #define FADT_SIZE 276
+#define FADT_PWR_BUTTON      (1u << 4)  /* no fixed-feature power button */
+#define FADT_SLP_BUTTON      (1u << 5)  /* no fixed-feature sleep button */
 #define FADT_RESET_REG_SUP   (1u << 10)
 #define BOOT_ARCH_NO_VGA     (1u << 2)
 #define BOOT_ARCH_NO_CMOS    (1u << 5)
@@ -87,7 +89,7 @@ static void write_fadt(uint8_t *t, uint32_t dsdt_gpa)
 	t[88] = 4; /* PM1_EVT_LEN */
 	t[89] = 2; /* PM1_CNT_LEN */
 	put16(t + 109, BOOT_ARCH_NO_VGA | BOOT_ARCH_NO_CMOS);
-	put32(t + 112, FADT_RESET_REG_SUP);
+	put32(t + 112, FADT_PWR_BUTTON | FADT_SLP_BUTTON | FADT_RESET_REG_SUP);
 	put_gas_port(t + 116, ACPI_RESET_PORT);
 	t[128] = ACPI_RESET_VALUE;
 	t[131] = 0; /* minor version */

@@ -55,25 +55,42 @@ static void test_ports_io(void *opaque, uint64_t offset, uint8_t *data, uint32_t
 	}
 }
 
-/* PM1 event registers read as zero; PM1 control keeps what the guest wrote
- * and always shows SCI_EN, so the guest sees the machine in ACPI mode. */
+/* The 16-bit register at byte offset reg (0: PM1 status, 2: PM1 enable,
+ * 4: PM1 control) of the PM block, or NULL. */
+static uint16_t *pm_reg(struct legacy_devices *legacy, uint64_t reg)
+{
+	switch (reg) {
+	case 0: return &legacy->pm1_sts;
+	case 2: return &legacy->pm1_en;
+	case 4: return &legacy->pm1_cnt;
+	}
+	return NULL;
+}
+
+/* PM1 status (write 1 to clear), PM1 enable and PM1 control keep what the
+ * guest wrote, since ACPICA reads back what it enables; control always shows
+ * SCI_EN, so the guest sees the machine in ACPI mode. */
 static void acpi_pm_io(void *opaque, uint64_t offset, uint8_t *data, uint32_t len, bool is_write)
 {
 	struct legacy_devices *legacy = opaque;
-	const uint64_t cnt = ACPI_PM1_CNT_PORT - ACPI_PM1_EVT_PORT;
 
 	for (uint32_t i = 0; i < len; i++) {
-		uint64_t reg = offset + i;
-		unsigned shift = (unsigned)(reg - cnt) * 8;
+		uint64_t byte = offset + i;
+		unsigned shift = (unsigned)(byte & 1) * 8;
+		uint16_t *reg = pm_reg(legacy, byte & ~1ULL);
+		uint16_t v = (uint16_t)(data[i] << shift);
 
 		if (!is_write) {
-			data[i] = (reg == cnt || reg == cnt + 1)
-					  ? (uint8_t)((legacy->pm1_cnt | ACPI_PM1_SCI_EN) >> shift)
-					  : 0;
-		} else if (reg == cnt || reg == cnt + 1) {
-			legacy->pm1_cnt = (uint16_t)((legacy->pm1_cnt & ~(0xffu << shift)) |
-						     (unsigned)data[i] << shift);
-		} else if (reg == ACPI_RESET_PORT - ACPI_PM1_EVT_PORT && data[i] == ACPI_RESET_VALUE) {
+			uint16_t cur = reg ? *reg : 0;
+
+			if (reg == &legacy->pm1_cnt)
+				cur |= ACPI_PM1_SCI_EN;
+			data[i] = (uint8_t)(cur >> shift);
+		} else if (reg == &legacy->pm1_sts) {
+			*reg &= (uint16_t)~v;
+		} else if (reg) {
+			*reg = (uint16_t)((*reg & ~(0xffu << shift)) | v);
+		} else if (byte == ACPI_RESET_PORT - ACPI_PM1_EVT_PORT && data[i] == ACPI_RESET_VALUE) {
 			vm_request_stop(legacy->vm, VM_STOP_RESET, 0);
 		}
 	}

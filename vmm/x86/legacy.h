@@ -1,6 +1,7 @@
 /* The few legacy PC ports a microVM guest touches: the i8042 reset line
- * (reboot=k), a CMOS stub, the ACPI sleep/reset registers, and the two test ports (debug-exit and boot
- * marker) that tests and benchmarks rely on. */
+ * (reboot=k), a CMOS stub, the ACPI PM1 and reset
+ * registers, and the two test ports (debug-exit and boot marker) that tests
+ * and benchmarks rely on. */
 #ifndef VMM_X86_LEGACY_H
 #define VMM_X86_LEGACY_H
 
@@ -16,7 +17,9 @@ struct vm;
 
 struct legacy_devices {
 	struct vm *vm;
-	uint16_t pm1_cnt; /* ACPI PM1a control */
+	uint16_t pm1_sts; /* ACPI PM1a status, enable and control */
+	uint16_t pm1_en;
+	uint16_t pm1_cnt;
 };
 
 /* Registers the ports; state lives in vm->legacy. 0 or -errno. */
