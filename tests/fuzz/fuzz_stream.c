@@ -1,0 +1,223 @@
+/* libFuzzer target for the migration stream decoder (migrate/stream.c).
+ *
+ * The input is a byte stream as a receiver would get it. Records are
+ * decoded from it one after another until an error or "need more", and
+ * each one is fed to the order checker and the guest-memory range check.
+ * Invariants are checked with __builtin_trap():
+ *   - a decoded record is re-encoded by the encoders into exactly the same
+ *     bytes (whatever the decoder accepts, the encoder would have written);
+ *   - consumed is the header plus the payload and never more than len;
+ *   - any prefix of the input (the first half, and a cut chosen by the
+ *     first byte) decodes to "need more" or to the same result as the
+ *     whole, so incremental feeding never changes the outcome;
+ *   - every error has a message.
+ * A checksum is a wall a mutated input rarely gets over, so the input is
+ * decoded twice: as it is, and with every record's checksum recomputed
+ * (following the lengths in the headers), which lets mutations reach the
+ * field checks behind it.
+ * Prefixes are copied into buffers of exactly their size, so a read past
+ * len is an ASan report. */
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+
+#include "migrate/stream.h"
+
+#define MAX_RECORDS 4096
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+#define ENSURE(cond)                                                                       \
+	do {                                                                               \
+		if (!(cond))                                                               \
+			__builtin_trap();                                                  \
+	} while (0)
+
+/* A C string copy of a decoded (length-counted) string. */
+static char *cstr(const char *s, size_t len)
+{
+	char *c = malloc(len + 1);
+
+	if (c) {
+		if (len)
+			memcpy(c, s, len);
+		c[len] = '\0';
+	}
+	return c;
+}
+
+static ssize_t reencode_ram(uint8_t *out, size_t cap, const struct stream_record *rec)
+{
+	struct stream_range ranges[STREAM_RAM_MAX_RANGES];
+
+	for (unsigned i = 0; i < rec->ram.nr_ranges; i++)
+		ranges[i] = stream_ram_range(rec, i);
+	return stream_encode_ram(out, cap, rec->ram.encoding, 1u << rec->ram.page_shift, ranges,
+				 rec->ram.nr_ranges, rec->ram.data, rec->ram.data_len);
+}
+
+/* Encodes rec again and compares with the bytes it came from. */
+static void reencode(const uint8_t *in, size_t len, const struct stream_record *rec)
+{
+	uint8_t *out = malloc(len);
+	char *s = NULL;
+	ssize_t n = -1;
+
+	if (!out)
+		return;
+	switch (rec->type) {
+	case STREAM_HELLO:
+		n = stream_encode_hello(out, len, &rec->hello);
+		break;
+	case STREAM_ACK:
+		s = cstr(rec->ack.reason, rec->ack.reason_len);
+		if (s)
+			n = stream_encode_ack(out, len, rec->ack.phase, rec->ack.status, s);
+		break;
+	case STREAM_ERROR:
+		s = cstr(rec->error.reason, rec->error.reason_len);
+		if (s)
+			n = stream_encode_error(out, len, rec->error.code, s);
+		break;
+	case STREAM_RAM:
+		n = reencode_ram(out, len, rec);
+		break;
+	case STREAM_ITER:
+		n = stream_encode_iter(out, len, rec->iteration);
+		break;
+	case STREAM_PRECOPY_DONE:
+		n = stream_encode_precopy_done(out, len);
+		break;
+	case STREAM_STATE:
+		s = cstr(rec->state.name, rec->state.name_len);
+		if (s)
+			n = stream_encode_state(out, len, s, rec->state.instance, rec->state.version,
+						rec->state.section_id, rec->state.data,
+						rec->state.data_len);
+		break;
+	case STREAM_END:
+		n = stream_encode_end(out, len, rec->end.ram_pages, rec->end.state_count);
+		break;
+	default:
+		__builtin_trap();
+	}
+	if (n != -1 || s) /* -1 only when a malloc failed */
+		ENSURE(n == (ssize_t)len && memcmp(out, in, len) == 0);
+	free(s);
+	free(out);
+}
+
+static void check_record(const uint8_t *p, size_t len, size_t used,
+			 const struct stream_record *rec)
+{
+	static const struct stream_region regions[] = { { 0, 3ULL << 30 },
+							{ 4ULL << 30, 1ULL << 30 } };
+	const struct stream_layout layout = { .page_size = 4096, .nregions = 2,
+					      .regions = regions };
+	int err;
+
+	ENSURE(used == STREAM_HDR_SIZE + (size_t)rec->len && used <= len);
+	reencode(p, used, rec);
+	if (rec->type == STREAM_RAM) {
+		ENSURE(rec->ram.raw_len == rec->ram.pages << rec->ram.page_shift);
+		err = stream_check_ram_ranges(rec, &layout);
+		ENSURE(err == 0 || err == STREAM_E_PAGE_SIZE || err == STREAM_E_RAM_OUTSIDE);
+	}
+}
+
+/* Decoding a prefix gives "need more" or what the whole gives. */
+static void check_prefix(const uint8_t *p, size_t len, size_t cut, int whole, size_t whole_used)
+{
+	struct stream_record rec;
+	uint8_t *copy;
+	size_t used;
+	int r;
+
+	if (cut > len)
+		cut = len;
+	copy = malloc(cut ? cut : 1);
+	if (!copy)
+		return;
+	if (cut)
+		memcpy(copy, p, cut);
+	r = stream_decode(copy, cut, &rec, &used);
+	ENSURE(r == 0 || r == whole);
+	ENSURE(r > 0 ? used == whole_used : used == 0);
+	free(copy);
+}
+
+static uint32_t rd32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* Writes each whole record's correct checksum, as far as headers lead. */
+static void fix_crcs(uint8_t *p, size_t size)
+{
+	size_t off = 0;
+
+	while (size - off >= STREAM_HDR_SIZE) {
+		uint32_t len = rd32(p + off + 4);
+		uLong crc = crc32(0L, Z_NULL, 0);
+
+		if (len > STREAM_MAX_PAYLOAD || len > size - off - STREAM_HDR_SIZE)
+			break;
+		crc = crc32(crc, p + off, 8);
+		crc = crc32(crc, p + off + STREAM_HDR_SIZE, len);
+		for (int i = 0; i < 4; i++)
+			p[off + 8 + i] = (uint8_t)(crc >> (8 * i));
+		off += STREAM_HDR_SIZE + len;
+	}
+}
+
+static void run(const uint8_t *data, size_t size)
+{
+	struct stream_record rec;
+	struct stream_seq seq;
+	size_t off = 0, used;
+	int r = 0;
+
+	stream_seq_init(&seq);
+	for (int i = 0; i < MAX_RECORDS && off <= size; i++) {
+		const uint8_t *p = data + off;
+		size_t len = size - off;
+
+		r = stream_decode(p, len, &rec, &used);
+		if (i == 0) {
+			check_prefix(p, len, len / 2, r, used);
+			if (size)
+				check_prefix(p, len, data[0] * 8u, r, used);
+		}
+		if (r <= 0) {
+			ENSURE(used == 0);
+			break;
+		}
+		ENSURE(r == rec.type);
+		check_record(p, len, used, &rec);
+		(void)stream_seq_next(&seq, &rec);
+		off += used;
+	}
+	if (r < 0) {
+		const char *msg = stream_strerror(r);
+
+		ENSURE(msg && msg[0] && strcmp(msg, "unknown error") != 0);
+	}
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	uint8_t *fixed;
+
+	run(data, size);
+	fixed = malloc(size ? size : 1);
+	if (!fixed)
+		return 0;
+	if (size)
+		memcpy(fixed, data, size);
+	fix_crcs(fixed, size);
+	run(fixed, size);
+	free(fixed);
+	return 0;
+}
