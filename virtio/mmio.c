@@ -85,7 +85,7 @@ static void write_status(struct virtio_dev *dev, uint32_t v)
 				dev->queues[q].ready = false;
 			}
 		}
-		dev->status = v;
+		dev->status = v | (dev->status & VIRTIO_STATUS_NEEDS_RESET);
 		if (dev->ops->activate(dev))
 			dev->status |= VIRTIO_STATUS_NEEDS_RESET;
 		return;

@@ -67,9 +67,15 @@ wait_for() {
 # guest_rss_mib PID MEM_MIB: resident MiB of vmm's guest-RAM mapping (the
 # anonymous mapping whose size is the guest's memory).
 guest_rss_mib() {
+	local p=$1
+	# start_guest runs vmm under timeout(1): measure its child.
+	if [ "$(cat "/proc/$p/comm" 2>/dev/null)" = timeout ]; then
+		p=$(cat "/proc/$p/task/$p/children" 2>/dev/null | awk '{print $1}')
+	fi
 	awk -v want=$(($2 * 1024)) '
 		/^Size:/ { hit = ($2 == want) }
-		/^Rss:/ && hit { print int($2 / 1024); exit }' "/proc/$1/smaps"
+		/^Rss:/ && hit { print int($2 / 1024); found = 1; exit }
+		END { if (!found) print -1 }' "/proc/$p/smaps" 2>/dev/null || echo -1
 }
 
 # json_field JSON KEY: a top-level or "stats" number from a vmm reply.
