@@ -83,6 +83,7 @@ demo: deps
 bench: deps
 	$(MAKE) all guest
 	scripts/bench-boot
+	scripts/bench-balloon
 
 install: $(BUILD)/vmm
 	install -D -m 0755 $(BUILD)/vmm $(DESTDIR)$(PREFIX)/bin/vmm

@@ -86,8 +86,18 @@ static void write_status(struct virtio_dev *dev, uint32_t v)
 			}
 		}
 		dev->status = v | (dev->status & VIRTIO_STATUS_NEEDS_RESET);
-		if (dev->ops->activate(dev))
+		if (dev->ops->activate(dev)) {
 			dev->status |= VIRTIO_STATUS_NEEDS_RESET;
+			return;
+		}
+		/* Linux's balloon fills and kicks its stats queue before DRIVER_OK;
+		 * kicks are ignored until now, so look at every ready queue once. */
+		for (unsigned q = 0; q < dev->nqueues; q++) {
+			uint64_t one = 1;
+
+			if (dev->queues[q].ready)
+				(void)!write(dev->kick_fd[q], &one, sizeof(one));
+		}
 		return;
 	}
 	dev->status = v | (dev->status & VIRTIO_STATUS_NEEDS_RESET);
