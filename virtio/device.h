@@ -73,6 +73,7 @@ struct virtio_dev {
 	pthread_t thread;
 	bool thread_started;
 	_Atomic bool stopping;
+	bool paused; /* no queue work while set (migration); dev->lock */
 };
 
 /* Status bits (virtio 1.2, 2.1). */
@@ -100,6 +101,11 @@ void virtio_notify_config(struct virtio_dev *dev);
 /* A malformed queue: one log line, DEVICE_NEEDS_RESET, config interrupt.
  * The device stops using the queue; the VMM and guest go on. */
 void virtio_queue_broken(struct virtio_dev *dev, unsigned q, const char *why);
+/* Stops all queue work of the device (kicks wait) and calls ops->pause;
+ * after it returns the device does not touch guest memory. */
+int virtio_pause(struct virtio_dev *dev);
+/* Calls ops->resume and looks at every ready queue again. */
+int virtio_resume(struct virtio_dev *dev);
 /* Wakes the device thread so it runs tick() now (e.g. after a control
  * command changed what the device should do). */
 void virtio_wake(struct virtio_dev *dev);

@@ -65,6 +65,16 @@ static void reset_device(struct virtio_dev *dev)
 		virtq_reset(&dev->queues[q], &dev->vm->mem);
 }
 
+/* Makes the device thread look at every ready queue, as after a kick. */
+static void kick_ready_queues(struct virtio_dev *dev)
+{
+	uint64_t one = 1;
+
+	for (unsigned q = 0; q < dev->nqueues; q++)
+		if (dev->queues[q].ready)
+			(void)!write(dev->kick_fd[q], &one, sizeof(one));
+}
+
 static void write_status(struct virtio_dev *dev, uint32_t v)
 {
 	const char *why;
@@ -92,12 +102,7 @@ static void write_status(struct virtio_dev *dev, uint32_t v)
 		}
 		/* Linux's balloon fills and kicks its stats queue before DRIVER_OK;
 		 * kicks are ignored until now, so look at every ready queue once. */
-		for (unsigned q = 0; q < dev->nqueues; q++) {
-			uint64_t one = 1;
-
-			if (dev->queues[q].ready)
-				(void)!write(dev->kick_fd[q], &one, sizeof(one));
-		}
+		kick_ready_queues(dev);
 		return;
 	}
 	dev->status = v | (dev->status & VIRTIO_STATUS_NEEDS_RESET);
@@ -249,6 +254,34 @@ void virtio_queue_broken(struct virtio_dev *dev, unsigned q, const char *why)
 	virtio_notify_config(dev);
 }
 
+int virtio_pause(struct virtio_dev *dev)
+{
+	int rc = 0;
+
+	/* Queue work runs under dev->lock, so once we hold it none is running. */
+	pthread_mutex_lock(&dev->lock);
+	dev->paused = true;
+	if (dev->ops->pause)
+		rc = dev->ops->pause(dev);
+	pthread_mutex_unlock(&dev->lock);
+	return rc;
+}
+
+int virtio_resume(struct virtio_dev *dev)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&dev->lock);
+	dev->paused = false;
+	if (dev->ops->resume)
+		rc = dev->ops->resume(dev);
+	/* Kicks that came while paused were dropped: look at the queues now. */
+	kick_ready_queues(dev);
+	pthread_mutex_unlock(&dev->lock);
+	virtio_wake(dev);
+	return rc;
+}
+
 void virtio_wake(struct virtio_dev *dev)
 {
 	uint64_t one = 1;
@@ -263,7 +296,7 @@ static void handle_kick(struct virtio_dev *dev, unsigned q)
 	(void)!read(dev->kick_fd[q], &v, sizeof(v));
 	pthread_mutex_lock(&dev->lock);
 	if ((dev->status & VIRTIO_STATUS_DRIVER_OK) && dev->queues[q].ready &&
-	    !dev->queues[q].broken)
+	    !dev->queues[q].broken && !dev->paused)
 		dev->ops->queue_notify(dev, q);
 	pthread_mutex_unlock(&dev->lock);
 }
@@ -300,7 +333,8 @@ static void *device_thread(void *arg)
 		}
 		if (tick && dev->ops->tick) {
 			pthread_mutex_lock(&dev->lock);
-			dev->ops->tick(dev);
+			if (!dev->paused)
+				dev->ops->tick(dev);
 			pthread_mutex_unlock(&dev->lock);
 		}
 		n = epoll_wait(ep, evs, VIRTIO_MAX_QUEUES + 1, timeout);

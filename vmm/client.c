@@ -193,6 +193,15 @@ int client_hint_main(int argc, char **argv)
 				 (int)timeout_ms + 5000, json ? NULL : print_hint);
 }
 
+int client_simple_main(int argc, char **argv)
+{
+	if (argc != 2 || argv[1][0] == '-') {
+		fprintf(stderr, "usage: vmm %s SOCKET\n", argv[0]);
+		return 2;
+	}
+	return request_and_print(argv[0], argv[1], json_pack("{s:s}", "cmd", argv[0]), 10000, NULL);
+}
+
 int client_status_main(int argc, char **argv)
 {
 	if (argc != 2 || argv[1][0] == '-') {

@@ -11,6 +11,8 @@ int client_request(const char *path, json_t *req, int timeout_ms, json_t **reply
 		   size_t errlen);
 
 int client_status_main(int argc, char **argv);
+/* `vmm pause SOCKET` and `vmm resume SOCKET`: argv[0] is the command. */
+int client_simple_main(int argc, char **argv);
 int client_balloon_main(int argc, char **argv);
 int client_hint_main(int argc, char **argv);
 

@@ -17,7 +17,8 @@ static json_t *cmd_status(struct vm *vm, json_t *req, char *err, size_t errlen)
 	(void)err;
 	(void)errlen;
 	reply = json_pack("{s:s, s:s, s:i, s:I, s:f}", "state",
-			  atomic_load(&vm->stop_reason) ? "stopping" : "running", "version",
+			  atomic_load(&vm->stop_reason) ? "stopping" : vm->paused ? "paused" : "running",
+			  "version",
 			  VMM_VERSION, "cpus", (int)vm->ncpus, "mem_bytes", (json_int_t)vm->mem.size,
 			  "uptime_ms", (double)(now_ns() - vm->start_ns) / 1e6);
 	if (reply)
@@ -100,7 +101,41 @@ static json_t *cmd_hint(struct vm *vm, json_t *req, char *err, size_t errlen)
 	return reply;
 }
 
+static json_t *cmd_pause(struct vm *vm, json_t *req, char *err, size_t errlen)
+{
+	int rc;
+
+	(void)req;
+	if (vm->paused)
+		return json_object();
+	rc = vm_pause(vm, 5000);
+	if (rc) {
+		snprintf(err, errlen, "cannot pause the vCPUs: %s", strerror(-rc));
+		return NULL;
+	}
+	if (vm->balloon)
+		virtio_pause(&vm->balloon->dev);
+	vm->paused = true;
+	return json_object();
+}
+
+static json_t *cmd_resume(struct vm *vm, json_t *req, char *err, size_t errlen)
+{
+	(void)req;
+	(void)err;
+	(void)errlen;
+	if (!vm->paused)
+		return json_object();
+	if (vm->balloon)
+		virtio_resume(&vm->balloon->dev);
+	vm_resume(vm);
+	vm->paused = false;
+	return json_object();
+}
+
 static const struct control_cmd commands[] = {
+	{ "pause", cmd_pause },
+	{ "resume", cmd_resume },
 	{ "status", cmd_status },
 	{ "balloon", cmd_balloon },
 	{ "balloon-stats", cmd_balloon_stats },

@@ -12,6 +12,7 @@ static const char usage[] =
 	"\n"
 	"  run [OPTIONS]     boot a microVM (vmm run --help for the options)\n"
 	"  status SOCKET     show the state of a running vmm\n"
+	"  pause SOCKET      stop the vCPUs and devices; resume SOCKET starts them again\n"
 	"  balloon SOCKET --set SIZE | --stats\n"
 	"                    set the balloon's size (memory taken from the guest),\n"
 	"                    or print its statistics as JSON\n"
@@ -52,6 +53,8 @@ int main(int argc, char **argv)
 		return run_main(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "status"))
 		return client_status_main(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "pause") || !strcmp(argv[1], "resume"))
+		return client_simple_main(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "balloon"))
 		return client_balloon_main(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "hint"))

@@ -146,8 +146,10 @@ static void *vcpu_thread(void *arg)
 
 	while (atomic_load(&vm->stop_reason) == VM_STOP_NONE) {
 		if (ioctl(vcpu->fd, KVM_RUN, 0) < 0) {
-			if (errno == EINTR || errno == EAGAIN)
+			if (errno == EINTR || errno == EAGAIN) {
+				vm_pause_point(vm, vcpu);
 				continue;
+			}
 			log_err("vCPU %u: KVM_RUN: %s", vcpu->id, strerror(errno));
 			vm_request_stop(vm, VM_STOP_ERROR, 1);
 			break;

@@ -14,6 +14,7 @@
 #include <sys/mman.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "control.h"
@@ -234,6 +235,8 @@ void vm_create(struct vm *vm, const struct vm_config *cfg)
 
 	memset(vm, 0, sizeof(*vm));
 	vm->start_ns = now_ns();
+	pthread_mutex_init(&vm->pause_lock, NULL);
+	pthread_cond_init(&vm->pause_cond, NULL);
 	vm->cfg = cfg;
 	vm->ncpus = cfg->cpus;
 	vm->fd = -1;
@@ -261,6 +264,66 @@ void vm_request_stop(struct vm *vm, enum vm_stop_reason reason, int status)
 		return;
 	vm->exit_status = status;
 	(void)!write(vm->stop_fd, &one, sizeof(one));
+}
+
+void vm_pause_point(struct vm *vm, struct vcpu *vcpu)
+{
+	pthread_mutex_lock(&vm->pause_lock);
+	if (vm->pause_requested) {
+		vm->paused_vcpus++;
+		pthread_cond_broadcast(&vm->pause_cond);
+		while (vm->pause_requested && atomic_load(&vm->stop_reason) == VM_STOP_NONE)
+			pthread_cond_wait(&vm->pause_cond, &vm->pause_lock);
+		vm->paused_vcpus--;
+	}
+	/* Cleared under the lock, so a new pause request cannot be lost. */
+	if (!vm->pause_requested)
+		vcpu->run->immediate_exit = 0;
+	pthread_mutex_unlock(&vm->pause_lock);
+}
+
+int vm_pause(struct vm *vm, int timeout_ms)
+{
+	uint64_t deadline = now_ns() + (uint64_t)timeout_ms * 1000000ULL;
+	int rc = 0;
+
+	pthread_mutex_lock(&vm->pause_lock);
+	vm->pause_requested = true;
+	for (unsigned i = 0; i < vm->ncpus; i++)
+		vcpu_kick(&vm->vcpus[i]);
+	while (vm->paused_vcpus < vm->ncpus && !rc) {
+		struct timespec ts;
+		uint64_t now = now_ns();
+
+		if (atomic_load(&vm->stop_reason) != VM_STOP_NONE)
+			rc = -ECANCELED;
+		else if (now >= deadline)
+			rc = -ETIMEDOUT;
+		if (rc)
+			break;
+		/* Short waits: kicks can race with a vCPU entering KVM_RUN. */
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 10000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&vm->pause_cond, &vm->pause_lock, &ts);
+		for (unsigned i = 0; i < vm->ncpus; i++)
+			vcpu_kick(&vm->vcpus[i]);
+	}
+	pthread_mutex_unlock(&vm->pause_lock);
+	if (rc)
+		vm_resume(vm);
+	return rc;
+}
+
+void vm_resume(struct vm *vm)
+{
+	pthread_mutex_lock(&vm->pause_lock);
+	vm->pause_requested = false;
+	pthread_cond_broadcast(&vm->pause_cond);
+	pthread_mutex_unlock(&vm->pause_lock);
 }
 
 int vm_set_irq(struct vm *vm, unsigned gsi, int level)
@@ -414,6 +477,8 @@ int vm_run(struct vm *vm)
 	}
 	for (unsigned i = 0; i < vm->ncpus; i++)
 		vcpu_kick(&vm->vcpus[i]);
+	/* Paused vCPUs wait on the condition: wake them to see the stop. */
+	vm_resume(vm);
 	for (unsigned i = 0; i < vm->ncpus; i++)
 		vcpu_join(&vm->vcpus[i]);
 	status = vm->exit_status;

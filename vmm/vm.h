@@ -3,6 +3,7 @@
 #ifndef VMM_VM_H
 #define VMM_VM_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -47,6 +48,13 @@ struct vm {
 	uint64_t start_ns;
 	_Atomic uint64_t boot_marker_ns; /* 0 until the guest writes the marker */
 
+	/* Pausing the vCPUs (for migration): see vm_pause(). */
+	pthread_mutex_t pause_lock;
+	pthread_cond_t pause_cond;
+	bool pause_requested;
+	unsigned paused_vcpus;
+	bool paused; /* paused through the control socket (main thread only) */
+
 	/* The first stop request wins; stop_fd wakes the main loop. */
 	_Atomic int stop_reason;
 	int exit_status;
@@ -60,6 +68,13 @@ void vm_create(struct vm *vm, const struct vm_config *cfg);
 int vm_run(struct vm *vm);
 /* Asks the VM to stop with the given exit status; later requests are ignored. */
 void vm_request_stop(struct vm *vm, enum vm_stop_reason reason, int status);
+/* Stops every vCPU outside KVM_RUN with its pending I/O completed (through
+ * immediate_exit), so its state can be saved. Waits at most timeout_ms.
+ * 0, -ETIMEDOUT (the vCPUs are resumed again) or -ECANCELED (VM stopping). */
+int vm_pause(struct vm *vm, int timeout_ms);
+void vm_resume(struct vm *vm);
+/* Called by a vCPU thread whenever KVM_RUN returned EINTR. */
+void vm_pause_point(struct vm *vm, struct vcpu *vcpu);
 /* Sets an interrupt line of the in-kernel irqchip. */
 int vm_set_irq(struct vm *vm, unsigned gsi, int level);
 

@@ -44,6 +44,32 @@ test_reboot() {
 	expect_status guest_reboot reboot 0 && pass guest_reboot
 }
 
+test_above_4g() {
+	# 3.5 GiB: RAM continues at 4 GiB after the 32-bit MMIO hole.
+	boot big $((2 * BOOT_TIMEOUT)) --mem 3584M --cmdline "$CMDLINE_BASE vmm.job=hello"
+	local kib
+	kib=$(out_of big | sed -n 's/^vmm-guest: memtotal-kib=//p')
+	if expect_status mem_above_4g big 0 && [ -n "$kib" ] && [ "$kib" -gt $((3300 * 1024)) ]; then
+		pass mem_above_4g
+	elif [ "$(rc_of big)" = 0 ]; then
+		fail mem_above_4g "guest MemTotal ${kib:-?} kB, expected more than 3300 MiB"
+	fi
+}
+
+test_ctrl_a_x() {
+	# On a terminal, Ctrl-A x quits with status 0 and the terminal is restored.
+	printf '\001x' >"$WORK/keys"
+	timeout -k 5 $BOOT_TIMEOUT script -qec "$VMM run --kernel $KERNEL --initrd $INITRD --mem 128M \
+		--cmdline 'console=ttyS0 quiet vmm.job=sh vmm.arg=\"sleep 600\"'" /dev/null \
+		<"$WORK/keys" >"$WORK/ctrla.out" 2>&1
+	local rc=$?
+	if [ $rc = 0 ]; then
+		pass console_ctrl_a_x
+	else
+		fail console_ctrl_a_x "exit status $rc" "$(tail -5 "$WORK/ctrla.out")"
+	fi
+}
+
 test_boot_cpus 1
 test_boot_cpus 2
 test_serial_output
@@ -51,3 +77,5 @@ test_debug_exit
 test_shell_status
 test_poweroff
 test_reboot
+test_above_4g
+test_ctrl_a_x

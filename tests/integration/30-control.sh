@@ -5,7 +5,8 @@ source "$(dirname "$0")/lib.sh"
 
 sock="$WORK/api.sock"
 timeout -k 5 $((20 * SLOW)) "$VMM" run --kernel "$KERNEL" --initrd "$INITRD" --mem 128M \
-	--api-socket "$sock" --cmdline "$CMDLINE_BASE vmm.job=sh vmm.arg=\"sleep 600\"" \
+	--api-socket "$sock" \
+	--cmdline "$CMDLINE_BASE vmm.job=sh vmm.arg=\"i=0; while true; do i=\$((i+1)); echo tick \$i; sleep 0.2; done\"" \
 	</dev/null >"$WORK/ctl.out" 2>&1 &
 pid=$!
 
@@ -48,6 +49,25 @@ if kill -0 $pid 2>/dev/null && "$VMM" status "$sock" >/dev/null 2>&1; then
 	pass control_survives_bad_requests
 else
 	fail control_survives_bad_requests "vmm is gone after bad requests"
+fi
+
+ticks() { grep -c '^tick' "$WORK/ctl.out"; }
+ticked_past() { [ "$(ticks)" -gt "$1" ]; }
+if wait_for $((10 * SLOW)) ticked_past 2; then
+	"$VMM" pause "$sock" >/dev/null
+	state=$("$VMM" status "$sock" | grep '"state"')
+	n1=$(ticks)
+	sleep 2
+	n2=$(ticks)
+	"$VMM" resume "$sock" >/dev/null
+	if [ "$n1" = "$n2" ] && echo "$state" | grep -q paused &&
+		wait_for $((5 * SLOW)) ticked_past "$n2"; then
+		pass control_pause_resume
+	else
+		fail control_pause_resume "ticks $n1 -> $n2 while paused, $(ticks) after resume; $state"
+	fi
+else
+	fail control_pause_resume "the guest never ticked" "$(tail -5 "$WORK/ctl.out")"
 fi
 
 out=$("$VMM" status "$WORK/nonexistent.sock" 2>&1)
