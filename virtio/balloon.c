@@ -10,6 +10,7 @@
 #include <sys/mman.h>
 #include <time.h>
 
+#include "migrate/state.h"
 #include "virtio/mmio.h"
 #include "vmm/util.h"
 #include "vmm/vm.h"
@@ -305,6 +306,50 @@ static void balloon_tick(struct virtio_dev *dev)
 	virtio_notify_used(dev, &dev->queues[b->q_stats]);
 }
 
+/* Device state for migration; the transport saves the queues. Roles follow
+ * from the features, so they are derived again on load. */
+static int balloon_save(struct virtio_dev *dev, struct state_writer *w)
+{
+	struct balloon *b = to_balloon(dev);
+	uint64_t words = (guest_mem_pages(&dev->vm->mem) + 63) / 64;
+
+	state_put_le32(w, b->num_pages);
+	state_put_le32(w, b->actual);
+	state_put_le32(w, b->hint_cmd_id);
+	state_put_le32(w, b->poison_val);
+	state_put_le32(w, b->hint_next_id);
+	state_put_le16(w, b->stats_held);
+	state_put_le16(w, b->stats_head);
+	state_put_le64(w, words);
+	for (uint64_t i = 0; i < words; i++)
+		state_put_le64(w, b->discarded[i]);
+	return w->error;
+}
+
+static int balloon_load(struct virtio_dev *dev, struct state_reader *r)
+{
+	struct balloon *b = to_balloon(dev);
+	uint64_t words, want = (guest_mem_pages(&dev->vm->mem) + 63) / 64;
+	uint16_t held, head;
+
+	if (state_get_le32(r, &b->num_pages) || state_get_le32(r, &b->actual) ||
+	    state_get_le32(r, &b->hint_cmd_id) || state_get_le32(r, &b->poison_val) ||
+	    state_get_le32(r, &b->hint_next_id) || state_get_le16(r, &held) ||
+	    state_get_le16(r, &head) || state_get_le64(r, &words) || words != want)
+		return -EINVAL;
+	for (uint64_t i = 0; i < words; i++)
+		if (state_get_le64(r, &b->discarded[i]))
+			return -EINVAL;
+	if (b->hint_next_id < 2)
+		b->hint_next_id = 2;
+	b->hint_state = HINT_IDLE;
+	b->stats_held = held;
+	b->stats_head = head;
+	if (dev->status & VIRTIO_STATUS_DRIVER_OK)
+		balloon_activate(dev);
+	return 0;
+}
+
 static const struct virtio_dev_ops balloon_ops = {
 	.name = "balloon",
 	.device_id = 5,
@@ -316,6 +361,8 @@ static const struct virtio_dev_ops balloon_ops = {
 	.reset = balloon_reset,
 	.queue_notify = balloon_queue_notify,
 	.tick = balloon_tick,
+	.save = balloon_save,
+	.load = balloon_load,
 };
 
 int balloon_create(struct vm *vm, struct balloon *b, const struct balloon_options *opts,

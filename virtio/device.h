@@ -106,6 +106,12 @@ void virtio_queue_broken(struct virtio_dev *dev, unsigned q, const char *why);
 int virtio_pause(struct virtio_dev *dev);
 /* Calls ops->resume and looks at every ready queue again. */
 int virtio_resume(struct virtio_dev *dev);
+/* The transport's state and the queues, then the device's own (ops->save).
+ * The device must be paused. load: 0 or -EINVAL for a blob that does not
+ * fit this device (wrong queue count, sizes, addresses outside RAM). */
+int virtio_save(struct virtio_dev *dev, struct state_writer *w);
+int virtio_load(struct virtio_dev *dev, struct state_reader *r);
+
 /* Wakes the device thread so it runs tick() now (e.g. after a control
  * command changed what the device should do). */
 void virtio_wake(struct virtio_dev *dev);

@@ -11,6 +11,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include "migrate/state.h"
 #include "vmm/util.h"
 #include "vmm/vm.h"
 
@@ -444,4 +445,78 @@ void virtio_mmio_detach(struct virtio_dev *dev)
 		close(dev->irq_fd);
 	if (dev->wake_fd >= 0)
 		close(dev->wake_fd);
+}
+
+int virtio_save(struct virtio_dev *dev, struct state_writer *w)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&dev->lock);
+	state_put_le32(w, dev->status);
+	state_put_le32(w, dev->device_features_sel);
+	state_put_le32(w, dev->driver_features_sel);
+	state_put_le64(w, dev->driver_features);
+	state_put_le32(w, dev->queue_sel);
+	state_put_le32(w, dev->config_generation);
+	state_put_le32(w, atomic_load(&dev->interrupt_status));
+	state_put_le32(w, dev->nqueues);
+	for (unsigned q = 0; q < dev->nqueues; q++) {
+		const struct virtq *vq = &dev->queues[q];
+
+		state_put_le16(w, vq->size);
+		state_put_le16(w, (uint16_t)(vq->ready | vq->broken << 1));
+		state_put_le64(w, vq->desc_gpa);
+		state_put_le64(w, vq->avail_gpa);
+		state_put_le64(w, vq->used_gpa);
+		state_put_le16(w, vq->last_avail);
+		state_put_le16(w, vq->used_idx);
+	}
+	if (dev->ops->save)
+		rc = dev->ops->save(dev, w);
+	pthread_mutex_unlock(&dev->lock);
+	return rc ? rc : w->error;
+}
+
+static int load_queues(struct virtio_dev *dev, struct state_reader *r)
+{
+	uint32_t nqueues;
+	const char *why;
+
+	if (state_get_le32(r, &nqueues) || nqueues != dev->nqueues)
+		return -EINVAL;
+	for (unsigned q = 0; q < dev->nqueues; q++) {
+		struct virtq *vq = &dev->queues[q];
+		uint16_t flags;
+
+		if (state_get_le16(r, &vq->size) || state_get_le16(r, &flags) ||
+		    state_get_le64(r, &vq->desc_gpa) || state_get_le64(r, &vq->avail_gpa) ||
+		    state_get_le64(r, &vq->used_gpa) || state_get_le16(r, &vq->last_avail) ||
+		    state_get_le16(r, &vq->used_idx) || vq->size > dev->queue_max)
+			return -EINVAL;
+		vq->ready = flags & 1;
+		vq->broken = flags & 2;
+		if (vq->ready && virtq_validate(vq, &why))
+			return -EINVAL;
+	}
+	return 0;
+}
+
+int virtio_load(struct virtio_dev *dev, struct state_reader *r)
+{
+	uint32_t istatus;
+	int rc = -EINVAL;
+
+	pthread_mutex_lock(&dev->lock);
+	if (!state_get_le32(r, &dev->status) && !state_get_le32(r, &dev->device_features_sel) &&
+	    !state_get_le32(r, &dev->driver_features_sel) &&
+	    !state_get_le64(r, &dev->driver_features) && !state_get_le32(r, &dev->queue_sel) &&
+	    !state_get_le32(r, &dev->config_generation) && !state_get_le32(r, &istatus) &&
+	    !(dev->driver_features & ~offered_features(dev)) && !load_queues(dev, r)) {
+		atomic_store(&dev->interrupt_status, istatus);
+		rc = dev->ops->load ? dev->ops->load(dev, r) : 0;
+		if (!rc && state_reader_left(r))
+			rc = -EINVAL;
+	}
+	pthread_mutex_unlock(&dev->lock);
+	return rc;
 }

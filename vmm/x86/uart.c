@@ -1,7 +1,10 @@
 /* 16550A register model; see uart.h. */
 #include "uart.h"
 
+#include <errno.h>
 #include <string.h>
+
+#include "migrate/state.h"
 
 enum { RBR_THR = 0, IER = 1, IIR_FCR = 2, LCR = 3, MCR = 4, LSR = 5, MSR = 6, SCR = 7 };
 
@@ -168,4 +171,43 @@ size_t uart_receive(struct uart *u, const uint8_t *buf, size_t len)
 	update_irq(u);
 	pthread_mutex_unlock(&u->lock);
 	return n;
+}
+
+void uart_save(struct uart *u, struct state_writer *w)
+{
+	const uint8_t regs[] = { u->ier, u->lcr, u->mcr, u->scr, u->dll, u->dlm, u->fcr,
+				 u->thr_int_pending, (uint8_t)u->irq_level };
+
+	pthread_mutex_lock(&u->lock);
+	state_put_bytes(w, regs, sizeof(regs));
+	state_put_le16(w, (uint16_t)u->rx_count);
+	for (unsigned i = 0; i < u->rx_count; i++)
+		state_put_bytes(w, &u->rx[(u->rx_head + i) % UART_RX_FIFO], 1);
+	pthread_mutex_unlock(&u->lock);
+}
+
+int uart_load(struct uart *u, struct state_reader *r)
+{
+	uint8_t regs[9];
+	uint16_t n;
+
+	if (state_get_bytes(r, regs, sizeof(regs)) || state_get_le16(r, &n) || n > UART_RX_FIFO ||
+	    state_get_bytes(r, u->rx, n) || state_reader_left(r))
+		return -EINVAL;
+	pthread_mutex_lock(&u->lock);
+	u->ier = regs[0] & 0x0f;
+	u->lcr = regs[1];
+	u->mcr = regs[2] & 0x1f;
+	u->scr = regs[3];
+	u->dll = regs[4];
+	u->dlm = regs[5];
+	u->fcr = regs[6];
+	u->thr_int_pending = regs[7] != 0;
+	u->irq_level = 0;
+	u->rx_head = 0;
+	u->rx_count = n;
+	/* Re-raise the line if the saved state had it up. */
+	update_irq(u);
+	pthread_mutex_unlock(&u->lock);
+	return 0;
 }

@@ -33,6 +33,12 @@ struct uart {
 void uart_init(struct uart *u, const struct uart_ops *ops, void *opaque);
 /* Bus handler for the 8 registers at the UART's base port. */
 void uart_io(void *opaque, uint64_t offset, uint8_t *data, uint32_t len, bool is_write);
+struct state_writer;
+struct state_reader;
+/* Register file and receive FIFO, for migration. load: 0 or -EINVAL. */
+void uart_save(struct uart *u, struct state_writer *w);
+int uart_load(struct uart *u, struct state_reader *r);
+
 /* Queues input for the guest; returns how many bytes fitted. */
 size_t uart_receive(struct uart *u, const uint8_t *buf, size_t len);
 
