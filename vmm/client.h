@@ -15,5 +15,6 @@ int client_status_main(int argc, char **argv);
 int client_simple_main(int argc, char **argv);
 int client_balloon_main(int argc, char **argv);
 int client_hint_main(int argc, char **argv);
+int client_migrate_main(int argc, char **argv);
 
 #endif

@@ -23,13 +23,16 @@ const char config_usage[] =
 	"                       stats=SECONDS, deflate-on-oom, free-page-hint,\n"
 	"                       free-page-reporting (default: inflate/deflate only)\n"
 	"  --boot-timer         print the time to the guest's boot marker on stderr\n"
+	"  --incoming URI       wait for a live migration on tcp:HOST:PORT,\n"
+	"                       tcp:[IPV6%IF]:PORT or unix:PATH instead of booting;\n"
+	"                       memory, vCPUs and devices must match the source\n"
 	"  -h, --help           this text\n"
 	"  -V, --version        version\n"
 	"\n"
 	"On the console, Ctrl-A x quits and Ctrl-A Ctrl-A sends Ctrl-A.\n";
 
 enum { OPT_KERNEL = 256, OPT_INITRD, OPT_CMDLINE, OPT_MEM, OPT_CPUS, OPT_CONSOLE,
-       OPT_API_SOCKET, OPT_BOOT_TIMER, OPT_BALLOON };
+       OPT_API_SOCKET, OPT_BOOT_TIMER, OPT_BALLOON, OPT_INCOMING };
 
 static const struct option run_options[] = {
 	{ "kernel", required_argument, NULL, OPT_KERNEL },
@@ -41,6 +44,7 @@ static const struct option run_options[] = {
 	{ "api-socket", required_argument, NULL, OPT_API_SOCKET },
 	{ "boot-timer", no_argument, NULL, OPT_BOOT_TIMER },
 	{ "balloon", optional_argument, NULL, OPT_BALLOON },
+	{ "incoming", required_argument, NULL, OPT_INCOMING },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, 'V' },
 	{ NULL, 0, NULL, 0 },
@@ -127,6 +131,13 @@ static int parse_one(struct vm_config *cfg, int opt, const char *arg, char *err,
 		return 0;
 	case OPT_BOOT_TIMER: cfg->boot_timer = true; return 0;
 	case OPT_BALLOON: return balloon_parse_options(arg, &cfg->balloon, err, errlen);
+	case OPT_INCOMING:
+		if (!*arg) {
+			snprintf(err, errlen, "--incoming: empty URI");
+			return -EINVAL;
+		}
+		cfg->incoming = arg;
+		return 0;
 	}
 	snprintf(err, errlen, "internal error: option %d", opt);
 	return -EINVAL;
@@ -165,7 +176,7 @@ int config_parse(struct vm_config *cfg, int argc, char **argv, char *err, size_t
 		snprintf(err, errlen, "unexpected argument '%s' (try --help)", argv[optind]);
 		return -EINVAL;
 	}
-	if (!cfg->kernel) {
+	if (!cfg->kernel && !cfg->incoming) {
 		snprintf(err, errlen, "--kernel is required (try --help)");
 		return -EINVAL;
 	}

@@ -29,6 +29,7 @@ struct vm_config {
 	const char *api_socket;
 	bool boot_timer;
 	struct balloon_options balloon;
+	const char *incoming; /* --incoming URI: receive the guest instead of booting one */
 };
 
 enum config_result {

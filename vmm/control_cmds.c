@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "migrate/migration.h"
 #include "util.h"
 #include "vm.h"
 
@@ -133,7 +134,42 @@ static json_t *cmd_resume(struct vm *vm, json_t *req, char *err, size_t errlen)
 	return json_object();
 }
 
+static json_t *cmd_migrate(struct vm *vm, json_t *req, char *err, size_t errlen)
+{
+	struct migrate_options opt;
+
+	if (vm->paused) {
+		snprintf(err, errlen, "the VM is paused; resume it before migrating");
+		return NULL;
+	}
+	if (migrate_options_from_json(req, &opt, err, errlen) ||
+	    migrate_start(vm, &opt, err, errlen))
+		return NULL;
+	return json_object();
+}
+
+static json_t *cmd_migrate_status(struct vm *vm, json_t *req, char *err, size_t errlen)
+{
+	(void)req;
+	(void)err;
+	(void)errlen;
+	return migrate_status_json(vm);
+}
+
+static json_t *cmd_migrate_cancel(struct vm *vm, json_t *req, char *err, size_t errlen)
+{
+	(void)req;
+	if (migrate_cancel(vm)) {
+		snprintf(err, errlen, "no migration is running");
+		return NULL;
+	}
+	return json_object();
+}
+
 static const struct control_cmd commands[] = {
+	{ "migrate", cmd_migrate },
+	{ "migrate-status", cmd_migrate_status },
+	{ "migrate-cancel", cmd_migrate_cancel },
 	{ "pause", cmd_pause },
 	{ "resume", cmd_resume },
 	{ "status", cmd_status },

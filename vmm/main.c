@@ -17,6 +17,8 @@ static const char usage[] =
 	"                    set the balloon's size (memory taken from the guest),\n"
 	"                    or print its statistics as JSON\n"
 	"  hint SOCKET       run one free page hint round; print ranges, bytes, time\n"
+	"  migrate SOCKET URI [OPTIONS] | --cancel\n"
+	"                    migrate the VM live to a vmm started with --incoming URI\n"
 	"  --help            this text\n"
 	"  --version         version\n";
 
@@ -57,6 +59,8 @@ int main(int argc, char **argv)
 		return client_simple_main(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "balloon"))
 		return client_balloon_main(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "migrate"))
+		return client_migrate_main(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "hint"))
 		return client_hint_main(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {

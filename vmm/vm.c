@@ -19,6 +19,7 @@
 
 #include "control.h"
 #include "loop.h"
+#include "migrate/migration.h"
 #include "util.h"
 #include "vcpu.h"
 #include "virtio/mmio.h"
@@ -248,7 +249,11 @@ void vm_create(struct vm *vm, const struct vm_config *cfg)
 	create_kvm_vm(vm);
 	setup_memory(vm);
 	setup_devices(vm);
-	load_guest(vm, &entry);
+	/* An incoming guest arrives with its memory and registers. */
+	if (!cfg->incoming)
+		load_guest(vm, &entry);
+	else
+		entry = (struct boot_entry){ 0, 0 };
 	create_vcpus(vm, &entry);
 	vm->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (vm->stop_fd < 0)
@@ -454,6 +459,12 @@ int vm_run(struct vm *vm)
 	sigset_t signals;
 	int status;
 
+	/* Before signals are blocked: a SIGTERM while waiting for the source
+	 * just ends vmm, and nothing of the guest has run. */
+	if (vm->cfg->incoming && migrate_incoming(vm, vm->cfg->incoming)) {
+		vm_destroy(vm);
+		return 1;
+	}
 	/* Blocked before the vCPU threads exist, so only the signalfd sees them. */
 	sigemptyset(&signals);
 	sigaddset(&signals, SIGINT);
@@ -475,6 +486,8 @@ int vm_run(struct vm *vm)
 		if (vm->console.npending)
 			flush_console_input(&rt);
 	}
+	/* An outgoing migration may hold the vCPUs paused: end it first. */
+	migrate_destroy(vm);
 	for (unsigned i = 0; i < vm->ncpus; i++)
 		vcpu_kick(&vm->vcpus[i]);
 	/* Paused vCPUs wait on the condition: wake them to see the stop. */

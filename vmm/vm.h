@@ -18,6 +18,7 @@
 #include "x86/uart.h"
 
 struct vcpu;
+struct migration;
 
 enum vm_stop_reason {
 	VM_STOP_NONE = 0,
@@ -27,6 +28,7 @@ enum vm_stop_reason {
 	VM_STOP_SIGNAL,
 	VM_STOP_ERROR,
 	VM_STOP_CONSOLE_QUIT, /* Ctrl-A x */
+	VM_STOP_MIGRATED,     /* the guest now runs on the destination */
 };
 
 struct vm {
@@ -40,6 +42,7 @@ struct vm {
 	struct console console;
 	struct legacy_devices legacy;
 	struct balloon *balloon; /* NULL without --balloon */
+	struct migration *migration; /* the outgoing migration, if one was started */
 	unsigned nvirtio;
 	char *cmdline;           /* --cmdline plus the virtio-mmio devices */
 	unsigned ncpus;

@@ -79,3 +79,5 @@ test_poweroff
 test_reboot
 test_above_4g
 test_ctrl_a_x
+
+exit 0

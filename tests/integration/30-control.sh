@@ -86,3 +86,5 @@ if [ $rc = 143 ] && [ ! -e "$sock" ]; then
 else
 	fail sigterm_clean_teardown "exit status $rc (expected 143), socket left: $([ -e "$sock" ] && echo yes || echo no)"
 fi
+
+exit 0

@@ -130,3 +130,5 @@ else
 	fail balloon_cli_bad_size "$out"
 fi
 stop_guest
+
+exit 0

@@ -95,3 +95,5 @@ else
 fi
 
 finish
+
+exit 0

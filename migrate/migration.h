@@ -1,0 +1,81 @@
+/* Live migration as the rest of vmm sees it: the options of `vmm migrate`,
+ * the figures it reports, the source side (a thread started by the control
+ * socket's "migrate" command, precopy.c) and the destination side
+ * (`vmm run --incoming`, incoming.c). */
+#ifndef MIGRATE_MIGRATION_H
+#define MIGRATE_MIGRATION_H
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct vm;
+
+enum migrate_compress { COMPRESS_AUTO, COMPRESS_ZSTD, COMPRESS_NONE };
+
+struct migrate_options {
+	char uri[256];
+	unsigned downtime_ms;  /* switch to stop-and-copy at or below this estimate */
+	unsigned timeout_s;    /* 0: none */
+	bool skip_free;        /* skip hinted, reported and never-touched pages */
+	enum migrate_compress compress;
+	unsigned connections;  /* 1 for now */
+};
+
+enum migrate_phase {
+	MIGRATE_IDLE = 0,
+	MIGRATE_SETUP,
+	MIGRATE_BULK,
+	MIGRATE_ITERATE,
+	MIGRATE_STOP_COPY,
+	MIGRATE_COMPLETED,
+	MIGRATE_FAILED,
+	MIGRATE_CANCELLED,
+};
+
+struct migrate_stats {
+	uint64_t start_ns, setup_ns, paused_ns, end_ns;
+	uint64_t bytes_wire;
+	uint64_t pages_raw, pages_zstd, pages_zero;
+	uint64_t skipped_hinted, skipped_reported, skipped_untouched;
+	uint64_t raw_bytes_compressed, zstd_bytes; /* for the compression ratio */
+	unsigned iterations;
+	uint64_t remaining_pages;
+	double dirty_pages_per_s;
+	double bandwidth_bps;
+	unsigned throttle_pct;
+};
+
+struct migration {
+	struct vm *vm;
+	struct migrate_options opt;
+	pthread_t thread;
+	bool thread_started;
+	_Atomic bool cancel;
+	pthread_mutex_t lock; /* phase, error, stats for readers */
+	pthread_cond_t cond;
+	enum migrate_phase phase;
+	bool final_seen;      /* a status query saw the final phase */
+	char error[256];
+	struct migrate_stats st;
+};
+
+/* Parses the "migrate" control request's options (defaults filled in). */
+int migrate_options_from_json(json_t *req, struct migrate_options *opt, char *err, size_t errlen);
+/* Starts the source side in its own thread. 0, -EBUSY or -errno. */
+int migrate_start(struct vm *vm, const struct migrate_options *opt, char *err, size_t errlen);
+/* The status and figures, for "migrate-status". */
+json_t *migrate_status_json(struct vm *vm);
+/* Asks a running migration to stop; the source resumes. -ENOENT if none. */
+int migrate_cancel(struct vm *vm);
+/* Joins the thread at tear-down. */
+void migrate_destroy(struct vm *vm);
+
+/* Destination: waits for one source on uri, receives and checks the whole
+ * stream and loads it into vm. 0, or -1 after printing one line. The VM
+ * must not have run. */
+int migrate_incoming(struct vm *vm, const char *uri);
+
+#endif
