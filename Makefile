@@ -113,3 +113,18 @@ $(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(LIB_SRCS) $(FUZZ_HDRS)
 	@$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(or $(FUZZ_LIB_fuzz_$*),$(LIB_SRCS) $(LIBS))
 
 -include $(OBJS:.o=.d)
+
+# KVM self-tests (tests/kvm/test_*.c, in the style of the Linux KVM
+# selftests): each creates its own VMs through the library and prints
+# PASS:/FAIL: lines. They need real KVM: run them with
+# `scripts/testhost build/kvmtests/test_NAME`.
+KVM_TEST_SRCS := $(wildcard tests/kvm/test_*.c)
+KVM_TEST_BINS := $(KVM_TEST_SRCS:tests/kvm/%.c=$(BUILD)/kvmtests/%)
+
+.PHONY: kvmtests
+kvmtests: $(KVM_TEST_BINS)
+
+$(BUILD)/kvmtests/%: tests/kvm/%.c tests/unit/unit.h $(BUILD)/libvmm.a
+	@mkdir -p $(dir $@) $(BUILD)/obj/kvmtests
+	@echo "  CC    $<"
+	@$(CC) $(CFLAGS) -MF $(BUILD)/obj/kvmtests/$*.d -o $@ $< $(BUILD)/libvmm.a $(LIBS)

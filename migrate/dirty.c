@@ -1,0 +1,273 @@
+/* Dirty page tracking: KVM's per-slot dirty logs and the VMM-side bitmap,
+ * behind a strategy table; see dirty.h. */
+#include "dirty.h"
+
+#include <errno.h>
+#include <linux/kvm.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+
+#define MANUAL_FLAGS (KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE | KVM_DIRTY_LOG_INITIALLY_SET)
+
+static __attribute__((format(printf, 4, 5))) int fail(int rc, char *err, size_t errlen,
+						      const char *fmt, ...)
+{
+	va_list ap;
+
+	if (err && errlen) {
+		va_start(ap, fmt);
+		vsnprintf(err, errlen, fmt, ap);
+		va_end(ap);
+	}
+	return rc;
+}
+
+static uint64_t region_pages(const struct mem_region *r)
+{
+	return r->size >> GUEST_PAGE_SHIFT;
+}
+
+static uint64_t region_first_page(const struct mem_region *r)
+{
+	return r->offset >> GUEST_PAGE_SHIFT;
+}
+
+/* Re-registers every slot with flags (KVM_MR_FLAGS_ONLY in the kernel). */
+static int set_slot_flags(struct dirty_log *d, uint32_t flags, char *err, size_t errlen)
+{
+	for (unsigned i = 0; i < d->mem->nregions; i++) {
+		const struct mem_region *r = &d->mem->regions[i];
+		struct kvm_userspace_memory_region region = {
+			.slot = i,
+			.flags = flags,
+			.guest_phys_addr = r->gpa,
+			.memory_size = r->size,
+			.userspace_addr = (uintptr_t)r->hva,
+		};
+
+		if (ioctl(d->vm_fd, KVM_SET_USER_MEMORY_REGION, &region) < 0)
+			return fail(-errno, err, errlen,
+				    "KVM_SET_USER_MEMORY_REGION (slot %u, %s dirty logging): %s", i,
+				    flags ? "enabling" : "disabling", strerror(errno));
+	}
+	return 0;
+}
+
+static int log_start(struct dirty_log *d, char *err, size_t errlen)
+{
+	int rc = set_slot_flags(d, KVM_MEM_LOG_DIRTY_PAGES, err, errlen);
+
+	if (!rc)
+		d->started = true;
+	return rc;
+}
+
+static int log_stop(struct dirty_log *d, char *err, size_t errlen)
+{
+	int rc = set_slot_flags(d, 0, err, errlen);
+
+	if (!rc)
+		d->started = false;
+	return rc;
+}
+
+/* KVM_GET_DIRTY_LOG of every slot (which in get-log mode also clears and
+ * re-protects), then the VMM-side bitmap. */
+static int log_sync(struct dirty_log *d, struct bitmap *out, char *err, size_t errlen)
+{
+	if (out->nbits != guest_mem_pages(d->mem))
+		return fail(-EINVAL, err, errlen, "dirty bitmap has %llu bits, RAM %llu pages",
+			    (unsigned long long)out->nbits,
+			    (unsigned long long)guest_mem_pages(d->mem));
+	for (unsigned i = 0; i < d->mem->nregions; i++) {
+		const struct mem_region *r = &d->mem->regions[i];
+		struct kvm_dirty_log log = { .slot = i, .dirty_bitmap = d->slot_bits };
+
+		if (ioctl(d->vm_fd, KVM_GET_DIRTY_LOG, &log) < 0)
+			return fail(-errno, err, errlen, "KVM_GET_DIRTY_LOG (slot %u): %s", i,
+				    strerror(errno));
+		if (bitmap_or_words_at(out, region_first_page(r), d->slot_bits, region_pages(r)))
+			return fail(-EINVAL, err, errlen, "slot %u lies outside RAM", i);
+	}
+	if (d->mem->dirty)
+		bitmap_take_atomic(out, d->mem->dirty);
+	return 0;
+}
+
+static int check_range(struct dirty_log *d, uint64_t first, uint64_t n, char *err,
+		       size_t errlen)
+{
+	uint64_t total = guest_mem_pages(d->mem);
+
+	if (first > total || n > total - first)
+		return fail(-EINVAL, err, errlen, "pages %llu+%llu lie outside RAM (%llu pages)",
+			    (unsigned long long)first, (unsigned long long)n,
+			    (unsigned long long)total);
+	return 0;
+}
+
+/* KVM_CLEAR_DIRTY_LOG wants first_page and num_pages to be multiples of 64
+ * (num_pages may instead end the slot). The range is widened to that, but
+ * the mask has only [s0, s1) set: KVM clears just the bits set in it. */
+static int clear_in_slot(struct dirty_log *d, unsigned slot, uint64_t s0, uint64_t s1,
+			 char *err, size_t errlen)
+{
+	uint64_t slot_pages = region_pages(&d->mem->regions[slot]);
+	uint64_t a0 = s0 & ~63ULL, a1 = (s1 + 63) & ~63ULL;
+	struct bitmap mask;
+	struct kvm_clear_dirty_log log;
+
+	if (a1 > slot_pages)
+		a1 = slot_pages;
+	mask = (struct bitmap){ .words = d->clear_bits, .nbits = a1 - a0 };
+	bitmap_clear_all(&mask);
+	bitmap_set_range(&mask, s0 - a0, s1 - s0);
+	log = (struct kvm_clear_dirty_log){
+		.slot = slot, .num_pages = (uint32_t)(a1 - a0), .first_page = a0,
+		.dirty_bitmap = d->clear_bits,
+	};
+	if (a1 - a0 > UINT32_MAX)
+		return fail(-E2BIG, err, errlen, "clearing %llu pages at once",
+			    (unsigned long long)(a1 - a0));
+	if (ioctl(d->vm_fd, KVM_CLEAR_DIRTY_LOG, &log) < 0)
+		return fail(-errno, err, errlen, "KVM_CLEAR_DIRTY_LOG (slot %u, pages %llu+%llu): %s",
+			    slot, (unsigned long long)a0, (unsigned long long)(a1 - a0),
+			    strerror(errno));
+	return 0;
+}
+
+static int clearlog_clear(struct dirty_log *d, uint64_t first, uint64_t n, char *err,
+			  size_t errlen)
+{
+	int rc = check_range(d, first, n, err, errlen);
+
+	for (unsigned i = 0; !rc && n && i < d->mem->nregions; i++) {
+		const struct mem_region *r = &d->mem->regions[i];
+		uint64_t rfirst = region_first_page(r), rend = rfirst + region_pages(r);
+		uint64_t lo = first > rfirst ? first : rfirst;
+		uint64_t hi = first + n < rend ? first + n : rend;
+
+		if (lo < hi)
+			rc = clear_in_slot(d, i, lo - rfirst, hi - rfirst, err, errlen);
+	}
+	return rc;
+}
+
+static int getlog_clear(struct dirty_log *d, uint64_t first, uint64_t n, char *err,
+			size_t errlen)
+{
+	/* KVM_GET_DIRTY_LOG already cleared and re-protected at sync. */
+	return check_range(d, first, n, err, errlen);
+}
+
+const struct dirty_ops dirty_ops_clear_log = {
+	.name = "clear-log",
+	.start = log_start,
+	.sync = log_sync,
+	.clear = clearlog_clear,
+	.stop = log_stop,
+};
+
+const struct dirty_ops dirty_ops_get_log = {
+	.name = "get-log",
+	.start = log_start,
+	.sync = log_sync,
+	.clear = getlog_clear,
+	.stop = log_stop,
+};
+
+/* Enables PROTECT2 with INITIALLY_SET; 0, -EOPNOTSUPP or -errno. */
+static int enable_manual_protect(int vm_fd, char *err, size_t errlen)
+{
+	struct kvm_enable_cap cap = {
+		.cap = KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
+		.args[0] = MANUAL_FLAGS,
+	};
+	int r = ioctl(vm_fd, KVM_CHECK_EXTENSION, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2);
+
+	if (r < 0 || ((unsigned)r & MANUAL_FLAGS) != MANUAL_FLAGS)
+		return fail(-EOPNOTSUPP, err, errlen,
+			    "KVM lacks KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 with INITIALLY_SET "
+			    "(KVM_CHECK_EXTENSION says %d)", r);
+	if (ioctl(vm_fd, KVM_ENABLE_CAP, &cap) < 0)
+		return fail(-errno, err, errlen, "KVM_ENABLE_CAP(MANUAL_DIRTY_LOG_PROTECT2): %s",
+			    strerror(errno));
+	return 0;
+}
+
+int dirty_init(struct dirty_log *d, int vm_fd, struct guest_mem *mem, enum dirty_mode mode,
+	       char *err, size_t errlen)
+{
+	uint64_t words = 0;
+	int rc;
+
+	memset(d, 0, sizeof(*d));
+	d->vm_fd = vm_fd;
+	d->mem = mem;
+	for (unsigned i = 0; i < mem->nregions; i++) {
+		if (mem->regions[i].size % GUEST_PAGE_SIZE || mem->regions[i].offset % GUEST_PAGE_SIZE)
+			return fail(-EINVAL, err, errlen, "slot %u is not page-aligned", i);
+		if (bitmap_words(region_pages(&mem->regions[i])) > words)
+			words = bitmap_words(region_pages(&mem->regions[i]));
+	}
+	d->slot_bits = calloc(words ? words : 1, sizeof(uint64_t));
+	d->clear_bits = calloc(words ? words : 1, sizeof(uint64_t));
+	if (!d->slot_bits || !d->clear_bits) {
+		dirty_destroy(d);
+		return fail(-ENOMEM, err, errlen, "out of memory for the dirty log");
+	}
+	d->ops = &dirty_ops_get_log;
+	if (mode == DIRTY_MODE_GET_LOG)
+		return 0;
+	rc = enable_manual_protect(vm_fd, err, errlen);
+	if (rc == -EOPNOTSUPP && mode == DIRTY_MODE_AUTO) {
+		if (err && errlen)
+			err[0] = '\0';
+		return 0;
+	}
+	if (rc) {
+		dirty_destroy(d);
+		return rc;
+	}
+	d->ops = &dirty_ops_clear_log;
+	return 0;
+}
+
+void dirty_destroy(struct dirty_log *d)
+{
+	free(d->slot_bits);
+	free(d->clear_bits);
+	d->slot_bits = d->clear_bits = NULL;
+}
+
+int dirty_start(struct dirty_log *d, char *err, size_t errlen)
+{
+	if (d->started)
+		return fail(-EALREADY, err, errlen, "dirty logging is already on");
+	return d->ops->start(d, err, errlen);
+}
+
+int dirty_sync(struct dirty_log *d, struct bitmap *out, char *err, size_t errlen)
+{
+	if (!d->started)
+		return fail(-EINVAL, err, errlen, "dirty logging is off");
+	return d->ops->sync(d, out, err, errlen);
+}
+
+int dirty_clear(struct dirty_log *d, uint64_t first_page, uint64_t npages, char *err,
+		size_t errlen)
+{
+	if (!d->started)
+		return fail(-EINVAL, err, errlen, "dirty logging is off");
+	return d->ops->clear(d, first_page, npages, err, errlen);
+}
+
+int dirty_stop(struct dirty_log *d, char *err, size_t errlen)
+{
+	if (!d->started)
+		return 0;
+	return d->ops->stop(d, err, errlen);
+}

@@ -1,0 +1,97 @@
+/* Dirty page tracking for live migration.
+ *
+ * One whole-RAM view: page n is the page at byte offset n * 4096 of the
+ * guest RAM mapping (struct guest_mem), so a region's pages start at
+ * region->offset >> 12 whatever its guest physical address. dirty_sync()
+ * ORs into a caller's bitmap of guest_mem_pages() bits: KVM's log of every
+ * memory slot (slot i = mem->regions[i], as vm.c registers them) plus the
+ * VMM-side bitmap of vmm/mem.h (the VMM's own writes, which KVM never sees),
+ * whose words are taken atomically (read and cleared).
+ *
+ * The mode is a small strategy table (as in the KVM selftests'
+ * dirty_log_test.c), so a dirty-ring mode can be added later:
+ * - "clear-log": KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 with
+ *   KVM_DIRTY_LOG_INITIALLY_SET. KVM_GET_DIRTY_LOG only reads; a page stays
+ *   dirty (and writable) until dirty_clear() re-protects it. The first sync
+ *   after dirty_start() reports every page dirty (nothing was
+ *   write-protected yet, which is what makes start cheap on big guests).
+ * - "get-log": the plain mode, for kernels without PROTECT2:
+ *   KVM_GET_DIRTY_LOG reads, clears and re-protects in one go, so
+ *   dirty_clear() does nothing.
+ *
+ * The pre-copy loop must go sync, then for each chunk to send: dirty_clear()
+ * the chunk, then read and send it. Clearing before reading is what makes a
+ * write that lands in between safe: it either is in the copy or dirties the
+ * page again. dirty_clear() clears exactly the pages asked for: KVM wants
+ * 64-page-aligned ranges, and the request is widened to them but the mask
+ * handed to KVM_CLEAR_DIRTY_LOG has only the asked-for pages set, so a page
+ * the caller did not send is never cleared. Sending in 64-page-aligned chunks
+ * costs the fewest ioctls.
+ *
+ * Everything returns 0 or -errno, and on failure writes one line naming the
+ * first failing step into err. Not thread-safe: one migration thread. */
+#ifndef MIGRATE_DIRTY_H
+#define MIGRATE_DIRTY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "migrate/bitmap.h"
+#include "vmm/mem.h"
+
+struct dirty_log;
+
+struct dirty_ops {
+	const char *name;
+	int (*start)(struct dirty_log *d, char *err, size_t errlen);
+	int (*sync)(struct dirty_log *d, struct bitmap *out, char *err, size_t errlen);
+	int (*clear)(struct dirty_log *d, uint64_t first_page, uint64_t npages, char *err,
+		     size_t errlen);
+	int (*stop)(struct dirty_log *d, char *err, size_t errlen);
+};
+
+enum dirty_mode {
+	DIRTY_MODE_AUTO,      /* clear-log if KVM supports it, else get-log */
+	DIRTY_MODE_CLEAR_LOG, /* clear-log or an error */
+	DIRTY_MODE_GET_LOG,
+};
+
+struct dirty_log {
+	const struct dirty_ops *ops;
+	int vm_fd;
+	struct guest_mem *mem;
+	uint64_t *slot_bits;  /* KVM_GET_DIRTY_LOG buffer, sized for the largest slot */
+	uint64_t *clear_bits; /* KVM_CLEAR_DIRTY_LOG mask buffer, same size */
+	bool started;
+};
+
+/* Picks the mode. For clear-log it checks KVM_CHECK_EXTENSION on the VM fd
+ * and enables the capability (KVM_ENABLE_CAP), which must happen before any
+ * slot gets KVM_MEM_LOG_DIRTY_PAGES and cannot be undone. mem must have
+ * its VMM-side bitmap (guest_mem_dirty_alloc). */
+int dirty_init(struct dirty_log *d, int vm_fd, struct guest_mem *mem, enum dirty_mode mode,
+	       char *err, size_t errlen);
+void dirty_destroy(struct dirty_log *d);
+
+/* Sets KVM_MEM_LOG_DIRTY_PAGES on every slot. */
+int dirty_start(struct dirty_log *d, char *err, size_t errlen);
+/* ORs the pages dirtied since the last clear into out (guest_mem_pages bits). */
+int dirty_sync(struct dirty_log *d, struct bitmap *out, char *err, size_t errlen);
+/* Re-protects pages [first_page, first_page + npages) of the mapping before
+ * they are sent; the range may span slots but not leave RAM. */
+int dirty_clear(struct dirty_log *d, uint64_t first_page, uint64_t npages, char *err,
+		size_t errlen);
+/* Removes KVM_MEM_LOG_DIRTY_PAGES from every slot. */
+int dirty_stop(struct dirty_log *d, char *err, size_t errlen);
+
+static inline const char *dirty_mode_name(const struct dirty_log *d)
+{
+	return d->ops->name;
+}
+
+/* The strategies, for tests and for dirty_init. */
+extern const struct dirty_ops dirty_ops_clear_log;
+extern const struct dirty_ops dirty_ops_get_log;
+
+#endif
