@@ -11,7 +11,7 @@ WARNINGS := -Wall -Wextra -Werror -Wformat=2 -Wmissing-prototypes -Wstrict-proto
 	-Wimplicit-fallthrough -Wmissing-declarations -Wold-style-definition
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 $(WARNINGS) -D_GNU_SOURCE -MMD -MP -I.
-LIBS    := -ljansson -lpthread -lz
+LIBS    := -ljansson -lpthread -lz -luring -lzstd
 ifeq ($(STATIC),1)
 LDFLAGS += -static
 endif
