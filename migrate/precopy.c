@@ -56,7 +56,10 @@ struct sender {
 	uint32_t section_id;
 	uint32_t state_count;
 	uint64_t ram_pages;
-	uint64_t throttle_next_ns;
+	_Atomic unsigned throttle_pct;
+	_Atomic bool throttle_stop;
+	pthread_t throttler;
+	bool throttler_started;
 	uint64_t deadline_ns;
 };
 
@@ -298,22 +301,25 @@ static int send_chunk(struct sender *s, uint64_t first, bool bulk)
 	return 0;
 }
 
-/* Auto-converge: while throttled, the vCPUs are held for pct% of every
- * 50 ms. */
-static void throttle(struct sender *s)
+/* Auto-converge: while throttle_pct is set, this thread holds the vCPUs for
+ * that share of every 50 ms. It runs beside the sender, which must not
+ * slow down with them. */
+static void *throttle_thread(void *arg)
 {
-	unsigned pct = s->m->st.throttle_pct;
-	uint64_t now = now_ns();
+	struct sender *s = arg;
 
-	if (!pct || s->paused || now < s->throttle_next_ns)
-		return;
-	s->throttle_next_ns = now + 50000000ULL;
-	if (vm_pause(s->vm, 1000) == 0) {
-		struct timespec ts = { .tv_nsec = (long)pct * 500000L };
+	while (!atomic_load(&s->throttle_stop)) {
+		unsigned pct = atomic_load(&s->throttle_pct);
+		struct timespec on = { .tv_nsec = (long)pct * 500000L };
+		struct timespec off = { .tv_nsec = (long)(100 - pct) * 500000L };
 
-		nanosleep(&ts, NULL);
-		vm_resume(s->vm);
+		if (pct && vm_pause(s->vm, 1000) == 0) {
+			nanosleep(&on, NULL);
+			vm_resume(s->vm);
+		}
+		nanosleep(&off, NULL);
 	}
+	return NULL;
 }
 
 static int send_pass(struct sender *s, bool bulk)
@@ -327,7 +333,6 @@ static int send_pass(struct sender *s, bool bulk)
 			rc = send_chunk(s, p & ~(uint64_t)(CHUNK_PAGES - 1), bulk);
 		if (rc)
 			return rc;
-		throttle(s);
 		pthread_mutex_lock(&s->m->lock);
 		s->m->st.bytes_wire = s->conn.bytes_sent;
 		pthread_mutex_unlock(&s->m->lock);
@@ -525,12 +530,22 @@ static int save_all_state(struct sender *s)
 	return rc;
 }
 
+static void stop_throttle(struct sender *s)
+{
+	if (!s->throttler_started)
+		return;
+	atomic_store(&s->throttle_stop, true);
+	pthread_join(s->throttler, NULL);
+	s->throttler_started = false;
+}
+
 static int stop_and_copy(struct sender *s)
 {
 	uint8_t buf[64];
 	int rc;
 
 	set_phase(s->m, MIGRATE_STOP_COPY);
+	stop_throttle(s);
 	s->m->st.paused_ns = now_ns();
 	rc = vm_pause(s->vm, 5000);
 	if (rc)
@@ -595,6 +610,10 @@ static int precopy(struct sender *s)
 		/* Auto-converge: iterations that stop shrinking throttle the vCPUs. */
 		if (dirty * 10 >= prev * 9 && ++stuck >= 2 && s->m->st.throttle_pct < 90) {
 			s->m->st.throttle_pct += 20;
+			atomic_store(&s->throttle_pct, s->m->st.throttle_pct);
+			if (!s->throttler_started)
+				s->throttler_started =
+					pthread_create(&s->throttler, NULL, throttle_thread, s) == 0;
 			stuck = 0;
 		}
 		prev = dirty;
@@ -636,6 +655,8 @@ static int sender_init(struct sender *s, struct migration *m)
 	if (m->opt.compress != COMPRESS_NONE) {
 		if (ram_compressor_init(&s->zc, 1))
 			return fail(s, -ENOMEM, "zstd: cannot create a compression context");
+		/* The record's crc32 already covers the frame on the wire. */
+		ram_compressor_set_checksum(&s->zc, false);
 		s->zc_on = true;
 		ram_auto_init(&s->autoc);
 	}
@@ -648,6 +669,7 @@ static void sender_cleanup(struct sender *s, bool ok)
 {
 	char err[200];
 
+	stop_throttle(s);
 	stop_hinting(s);
 	if (s->dirty_on) {
 		dirty_stop(&s->dirty, err, sizeof(err));

@@ -417,7 +417,8 @@ json_t *balloon_stats_json(struct balloon *b)
 			snprintf(name, sizeof(name), "tag-%u", tag);
 		json_object_set_new(stats, name, json_integer((json_int_t)b->stats[i].val));
 	}
-	reply = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o}",
+	reply = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o}",
+			  "hint_cmd_id", (json_int_t)b->hint_cmd_id,
 			  "target_bytes", (json_int_t)b->num_pages << 12,
 			  "actual_bytes", (json_int_t)b->actual << 12,
 			  "inflated_pages", (json_int_t)b->inflated_pages,

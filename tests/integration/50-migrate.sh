@@ -1,0 +1,221 @@
+#!/usr/bin/env bash
+# Live migration between two vmm processes over loopback TCP: the guest
+# keeps running and its memory stays intact over four hops, with and
+# without free-page skipping and with two vCPUs; failures on either side
+# leave the source running or the destination unstarted; bad streams are
+# refused with a clear error; a cancel resumes the source.
+source "$(dirname "$0")/lib.sh"
+
+ARGS="--mem 256M --balloon stats=1,free-page-hint,free-page-reporting"
+PORT=$((45000 + RANDOM % 1000))
+MIG_TIMEOUT=$((30 * SLOW))
+# The guest runs memcheck and prints its uptime every second.
+GUEST="memcheck 32 250 & while true; do echo uptime \$(cut -d' ' -f1 /proc/uptime); sleep 1; done"
+
+next_port() { PORT=$((PORT + 1)); }
+
+# start_src NAME [extra vmm args]: boots the source guest; sets $src_pid.
+start_src() {
+	local name=$1
+	shift
+	"$VMM" run --kernel "$KERNEL" --initrd "$INITRD" $ARGS "$@" --api-socket "$WORK/$name.sock" \
+		--console "file:$WORK/$name.out" \
+		--cmdline "$CMDLINE_BASE vmm.job=sh vmm.arg=\"$GUEST\"" </dev/null 2>"$WORK/$name.err" &
+	src_pid=$!
+}
+
+# start_dst NAME [extra vmm args]: a destination on $PORT; sets $dst_pid.
+start_dst() {
+	local name=$1
+	shift
+	"$VMM" run --incoming "tcp:127.0.0.1:$PORT" $ARGS "$@" --api-socket "$WORK/$name.sock" \
+		--console "file:$WORK/$name.out" </dev/null 2>"$WORK/$name.err" &
+	dst_pid=$!
+	wait_for $((5 * SLOW)) port_open "$PORT"
+}
+
+gone() { ! kill -0 "$1" 2>/dev/null; }
+# Whether something listens on the port, without connecting to it: a
+# destination takes the first connection as its source.
+port_open() {
+	awk -v p="$(printf ':%04X' "$1")" '$2 ~ p"$" && $4 == "0A" { f = 1 } END { exit !f }' /proc/net/tcp
+}
+passes() { grep -c '^memcheck: PASS' "$WORK/$1.out" 2>/dev/null || true; }
+passes_past() { [ "$(passes "$1")" -gt "$2" ]; }
+last_uptime() { awk '$1 == "uptime" { v = $2 } END { print v + 0 }' "$WORK/$1.out" 2>/dev/null; }
+up_past() { awk -v a="$(last_uptime "$1")" -v b="$2" 'BEGIN { exit !(a > b) }'; }
+
+# hop TEST FROM TO [migrate args]: migrates the guest from FROM to a new
+# destination TO and checks it goes on there with memory intact.
+hop() {
+	local test=$1 from=$2 to=$3 up rc
+	shift 3
+	next_port
+	start_dst "$to"
+	up=$(last_uptime "$from")
+	timeout -k 5 "$MIG_TIMEOUT" "$VMM" migrate "$WORK/$from.sock" "tcp:127.0.0.1:$PORT" "$@" \
+		>"$WORK/$test.migrate" 2>&1
+	rc=$?
+	# A successful migration ends the source by itself; bound the wait anyway.
+	local src_rc=0
+	if [ $rc -eq 0 ] && wait_for $((10 * SLOW)) gone "$src_pid"; then
+		wait "$src_pid"
+		src_rc=$?
+	elif [ $rc -eq 0 ]; then
+		src_rc="still running"
+	fi
+	kill -9 "$src_pid" 2>/dev/null
+	src_pid=$dst_pid
+	if [ $rc -ne 0 ] || [ "$src_rc" != 0 ]; then
+		fail "$test" "vmm migrate: status $rc, source vmm: status $src_rc" "$(cat "$WORK/$test.migrate")" \
+			"$(tail -3 "$WORK/$to.err")"
+		return 1
+	fi
+	if ! wait_for $((20 * SLOW)) passes_past "$to" 1; then
+		fail "$test" "no full memcheck pass on the destination" "$(tail -5 "$WORK/$to.out")"
+		return 1
+	fi
+	if grep -q 'memcheck: FAIL' "$WORK/$to.out" || ! up_past "$to" "$up"; then
+		fail "$test" "memory or clock wrong after the hop (uptime before: $up)" \
+			"$(grep -m3 -e FAIL -e uptime "$WORK/$to.out")"
+		return 1
+	fi
+	echo "    $test: $(head -3 "$WORK/$test.migrate" | tr '\n' ' ')"
+	pass "$test"
+}
+
+guest_up() { passes_past "$1" 0; }
+cleanup() { kill -9 $src_pid $dst_pid 2>/dev/null; wait 2>/dev/null; }
+
+# --- Four hops with free-page skipping, then one without. ---
+echo "    (migration tests: port $PORT, slow factor $SLOW)"
+start_src a0
+if wait_for $((30 * SLOW)) guest_up a0; then
+	hop migrate_hop1 a0 b1 && hop migrate_hop2 b1 a2 && hop migrate_hop3 a2 b3 &&
+		hop migrate_hop4 b3 a4 && hop migrate_no_skip_free a4 b5 --no-skip-free --compress none
+else
+	fail migrate_hop1 "the source guest never ran memcheck" "$(tail -5 "$WORK/a0.out")"
+fi
+cleanup
+
+# --- Two vCPUs, a checker on each. ---
+GUEST="memcheck 16 125 & memcheck 16 125 & while true; do echo uptime \$(cut -d' ' -f1 /proc/uptime); sleep 1; done"
+ARGS="$ARGS --cpus 2"
+start_src c0
+if wait_for $((30 * SLOW)) passes_past c0 1; then
+	hop migrate_2vcpu c0 c1
+else
+	fail migrate_2vcpu "the source guest never ran memcheck" "$(tail -5 "$WORK/c0.out")"
+fi
+cleanup
+ARGS="--mem 256M --balloon stats=1,free-page-hint,free-page-reporting"
+GUEST="memcheck 128 2000 & while true; do echo uptime \$(cut -d' ' -f1 /proc/uptime); sleep 1; done"
+
+# --- The destination dies mid-stream: the source goes on. ---
+start_src d0
+if wait_for $((30 * SLOW)) guest_up d0; then
+	next_port
+	start_dst d1
+	"$VMM" migrate "$WORK/d0.sock" "tcp:127.0.0.1:$PORT" --no-skip-free --compress none \
+		>"$WORK/d.migrate" 2>&1 &
+	mig=$!
+	sleep 0.5
+	kill -9 $dst_pid
+	wait_for $((40 * SLOW)) gone "$mig"
+	kill -9 $mig 2>/dev/null
+	wait $mig
+	rc=$?
+	up=$(last_uptime d0)
+	if [ $rc -ne 0 ] && grep -q "migrate: failed" "$WORK/d.migrate" && kill -0 $src_pid &&
+		wait_for $((10 * SLOW)) up_past d0 "$up"; then
+		pass migrate_destination_killed
+	else
+		fail migrate_destination_killed "vmm migrate status $rc; source alive: $(kill -0 $src_pid 2>/dev/null && echo yes || echo no)" \
+			"$(cat "$WORK/d.migrate")"
+	fi
+	# --- Cancel during pre-copy: the source resumes, the hint round is DONE. ---
+	next_port
+	start_dst d2
+	"$VMM" migrate "$WORK/d0.sock" "tcp:127.0.0.1:$PORT" >"$WORK/g.migrate" 2>&1 &
+	mig=$!
+	sleep 0.3
+	"$VMM" migrate "$WORK/d0.sock" --cancel >/dev/null 2>&1
+	wait_for $((20 * SLOW)) gone "$mig"
+	kill -9 $mig 2>/dev/null
+	wait $mig
+	rc=$?
+	up=$(last_uptime d0)
+	hint=$(json_field "$("$VMM" balloon "$WORK/d0.sock" --stats)" hint_cmd_id)
+	if [ $rc -ne 0 ] && wait_for $((10 * SLOW)) up_past d0 "$up" && [ "$hint" = 1 ]; then
+		pass migrate_cancel_resumes
+	else
+		fail migrate_cancel_resumes "vmm migrate status $rc, hint cmd id '$hint'" "$(cat "$WORK/g.migrate")"
+	fi
+	kill -9 $dst_pid 2>/dev/null
+else
+	fail migrate_destination_killed "the source guest never ran" "$(tail -5 "$WORK/d0.out")"
+fi
+cleanup
+
+# --- The source dies mid-stream: the destination exits, the guest never runs there. ---
+start_src e0
+if wait_for $((30 * SLOW)) guest_up e0; then
+	next_port
+	start_dst e1
+	"$VMM" migrate "$WORK/e0.sock" "tcp:127.0.0.1:$PORT" --no-skip-free --compress none \
+		>/dev/null 2>&1 &
+	sleep 0.5
+	kill -9 $src_pid
+	wait_for $((70 * SLOW)) gone "$dst_pid"
+	kill -9 $dst_pid 2>/dev/null
+	wait $dst_pid
+	rc=$?
+	if [ $rc -ne 0 ] && grep -q "incoming migration failed" "$WORK/e1.err" && [ ! -s "$WORK/e1.out" ]; then
+		pass migrate_source_killed
+	else
+		fail migrate_source_killed "destination status $rc" "$(cat "$WORK/e1.err")" "$(head -3 "$WORK/e1.out")"
+	fi
+fi
+cleanup
+
+# --- Bad streams to --incoming: each a clear one-line error, nothing runs. ---
+bad_stream() {
+	local test=$1 re=$2 hex=$3 rc
+	next_port
+	start_dst "$test"
+	/usr/bin/python3 - "$PORT" "$hex" <<'PY'
+import socket, sys, zlib, struct
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+s.sendall(bytes.fromhex(sys.argv[2]))
+try:
+    s.recv(4096)
+except Exception:
+    pass
+s.close()
+PY
+	wait_for $((10 * SLOW)) gone "$dst_pid"
+	kill -9 $dst_pid 2>/dev/null
+	wait $dst_pid
+	rc=$?
+	if [ $rc -ne 0 ] && [ "$(wc -l <"$WORK/$test.err")" -eq 1 ] && grep -Eq "$re" "$WORK/$test.err"; then
+		pass "$test"
+	else
+		fail "$test" "status $rc" "$(cat "$WORK/$test.err")"
+	fi
+}
+# hello VERSION RAM_BYTES: a HELLO record with a correct checksum.
+hello() {
+	/usr/bin/python3 -c '
+import struct, sys, zlib
+dev = b"uart,balloon"
+p = struct.pack("<IHHIIQH", 0x47494d56, int(sys.argv[1]), 1, 4096, 1, int(sys.argv[2]), len(dev)) + dev
+h = struct.pack("<HHI", 1, 0, len(p))
+print((h + struct.pack("<I", zlib.crc32(h + p)) + p).hex())' "$1" "$2"
+}
+bad_stream migrate_incoming_garbage "bad migration stream" "$(head -c 64 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+good=$(hello 1 $((256 << 20)))
+bad_stream migrate_incoming_truncated "stream ended early" "${good:0:40}"
+bad_stream migrate_incoming_version "unsupported stream version" "$(hello 2 $((256 << 20)))"
+bad_stream migrate_incoming_mem_size "guest memory 256 MiB here, 512 MiB there" "$(hello 1 $((512 << 20)))"
+
+exit 0
