@@ -68,7 +68,8 @@ hop() {
 	src_pid=$dst_pid
 	if [ $rc -ne 0 ] || [ "$src_rc" != 0 ]; then
 		fail "$test" "vmm migrate: status $rc, source vmm: status $src_rc" "$(cat "$WORK/$test.migrate")" \
-			"$(tail -3 "$WORK/$to.err")"
+			"source: $(tail -3 "$WORK/$from.err")" "destination: $(tail -3 "$WORK/$to.err")" \
+			"source console: $(tail -4 "$WORK/$from.out")"
 		return 1
 	fi
 	if ! wait_for $((20 * SLOW)) passes_past "$to" 1; then

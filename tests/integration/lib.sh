@@ -13,7 +13,7 @@ else
 fi
 BOOT_TIMEOUT=$((10 * SLOW))
 WORK=$(mktemp -d /tmp/vmm-it.XXXXXX)
-trap 'rm -rf "$WORK"' EXIT
+[ -n "${VMM_KEEP_WORK:-}" ] || trap 'rm -rf "$WORK"' EXIT
 CMDLINE_BASE="console=ttyS0 reboot=k panic=1 pci=off quiet"
 
 pass() { echo "PASS: $1"; }
