@@ -69,7 +69,7 @@ $(BUILD)/guest/initramfs.cpio.gz: $(wildcard tests/guest/*)
 FORCE:
 
 test: deps
-	$(MAKE) all unit guest
+	$(MAKE) all unit kvmtests guest
 	tests/run
 
 fuzz: deps
@@ -84,6 +84,7 @@ bench: deps
 	$(MAKE) all guest
 	scripts/bench-boot
 	scripts/bench-balloon
+	scripts/bench-migrate
 
 install: $(BUILD)/vmm
 	install -D -m 0755 $(BUILD)/vmm $(DESTDIR)$(PREFIX)/bin/vmm
