@@ -10,20 +10,9 @@
 #include <string.h>
 #include <sys/ioctl.h>
 
+#include "vmm/util.h"
+
 #define MANUAL_FLAGS (KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE | KVM_DIRTY_LOG_INITIALLY_SET)
-
-static __attribute__((format(printf, 4, 5))) int fail(int rc, char *err, size_t errlen,
-						      const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err && errlen) {
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return rc;
-}
 
 static uint64_t region_pages(const struct mem_region *r)
 {
@@ -49,7 +38,7 @@ static int set_slot_flags(struct dirty_log *d, uint32_t flags, char *err, size_t
 		};
 
 		if (ioctl(d->vm_fd, KVM_SET_USER_MEMORY_REGION, &region) < 0)
-			return fail(-errno, err, errlen,
+			return errf(-errno, err, errlen,
 				    "KVM_SET_USER_MEMORY_REGION (slot %u, %s dirty logging): %s", i,
 				    flags ? "enabling" : "disabling", strerror(errno));
 	}
@@ -79,7 +68,7 @@ static int log_stop(struct dirty_log *d, char *err, size_t errlen)
 static int log_sync(struct dirty_log *d, struct bitmap *out, char *err, size_t errlen)
 {
 	if (out->nbits != guest_mem_pages(d->mem))
-		return fail(-EINVAL, err, errlen, "dirty bitmap has %llu bits, RAM %llu pages",
+		return errf(-EINVAL, err, errlen, "dirty bitmap has %llu bits, RAM %llu pages",
 			    (unsigned long long)out->nbits,
 			    (unsigned long long)guest_mem_pages(d->mem));
 	for (unsigned i = 0; i < d->mem->nregions; i++) {
@@ -87,10 +76,10 @@ static int log_sync(struct dirty_log *d, struct bitmap *out, char *err, size_t e
 		struct kvm_dirty_log log = { .slot = i, .dirty_bitmap = d->slot_bits };
 
 		if (ioctl(d->vm_fd, KVM_GET_DIRTY_LOG, &log) < 0)
-			return fail(-errno, err, errlen, "KVM_GET_DIRTY_LOG (slot %u): %s", i,
+			return errf(-errno, err, errlen, "KVM_GET_DIRTY_LOG (slot %u): %s", i,
 				    strerror(errno));
 		if (bitmap_or_words_at(out, region_first_page(r), d->slot_bits, region_pages(r)))
-			return fail(-EINVAL, err, errlen, "slot %u lies outside RAM", i);
+			return errf(-EINVAL, err, errlen, "slot %u lies outside RAM", i);
 	}
 	if (d->mem->dirty)
 		bitmap_take_atomic(out, d->mem->dirty);
@@ -103,7 +92,7 @@ static int check_range(struct dirty_log *d, uint64_t first, uint64_t n, char *er
 	uint64_t total = guest_mem_pages(d->mem);
 
 	if (first > total || n > total - first)
-		return fail(-EINVAL, err, errlen, "pages %llu+%llu lie outside RAM (%llu pages)",
+		return errf(-EINVAL, err, errlen, "pages %llu+%llu lie outside RAM (%llu pages)",
 			    (unsigned long long)first, (unsigned long long)n,
 			    (unsigned long long)total);
 	return 0;
@@ -130,10 +119,10 @@ static int clear_in_slot(struct dirty_log *d, unsigned slot, uint64_t s0, uint64
 		.dirty_bitmap = d->clear_bits,
 	};
 	if (a1 - a0 > UINT32_MAX)
-		return fail(-E2BIG, err, errlen, "clearing %llu pages at once",
+		return errf(-E2BIG, err, errlen, "clearing %llu pages at once",
 			    (unsigned long long)(a1 - a0));
 	if (ioctl(d->vm_fd, KVM_CLEAR_DIRTY_LOG, &log) < 0)
-		return fail(-errno, err, errlen, "KVM_CLEAR_DIRTY_LOG (slot %u, pages %llu+%llu): %s",
+		return errf(-errno, err, errlen, "KVM_CLEAR_DIRTY_LOG (slot %u, pages %llu+%llu): %s",
 			    slot, (unsigned long long)a0, (unsigned long long)(a1 - a0),
 			    strerror(errno));
 	return 0;
@@ -189,11 +178,11 @@ static int enable_manual_protect(int vm_fd, char *err, size_t errlen)
 	int r = ioctl(vm_fd, KVM_CHECK_EXTENSION, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2);
 
 	if (r < 0 || ((unsigned)r & MANUAL_FLAGS) != MANUAL_FLAGS)
-		return fail(-EOPNOTSUPP, err, errlen,
+		return errf(-EOPNOTSUPP, err, errlen,
 			    "KVM lacks KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 with INITIALLY_SET "
 			    "(KVM_CHECK_EXTENSION says %d)", r);
 	if (ioctl(vm_fd, KVM_ENABLE_CAP, &cap) < 0)
-		return fail(-errno, err, errlen, "KVM_ENABLE_CAP(MANUAL_DIRTY_LOG_PROTECT2): %s",
+		return errf(-errno, err, errlen, "KVM_ENABLE_CAP(MANUAL_DIRTY_LOG_PROTECT2): %s",
 			    strerror(errno));
 	return 0;
 }
@@ -209,7 +198,7 @@ int dirty_init(struct dirty_log *d, int vm_fd, struct guest_mem *mem, enum dirty
 	d->mem = mem;
 	for (unsigned i = 0; i < mem->nregions; i++) {
 		if (mem->regions[i].size % GUEST_PAGE_SIZE || mem->regions[i].offset % GUEST_PAGE_SIZE)
-			return fail(-EINVAL, err, errlen, "slot %u is not page-aligned", i);
+			return errf(-EINVAL, err, errlen, "slot %u is not page-aligned", i);
 		if (bitmap_words(region_pages(&mem->regions[i])) > words)
 			words = bitmap_words(region_pages(&mem->regions[i]));
 	}
@@ -217,7 +206,7 @@ int dirty_init(struct dirty_log *d, int vm_fd, struct guest_mem *mem, enum dirty
 	d->clear_bits = calloc(words ? words : 1, sizeof(uint64_t));
 	if (!d->slot_bits || !d->clear_bits) {
 		dirty_destroy(d);
-		return fail(-ENOMEM, err, errlen, "out of memory for the dirty log");
+		return errf(-ENOMEM, err, errlen, "out of memory for the dirty log");
 	}
 	d->ops = &dirty_ops_get_log;
 	if (mode == DIRTY_MODE_GET_LOG)
@@ -246,14 +235,14 @@ void dirty_destroy(struct dirty_log *d)
 int dirty_start(struct dirty_log *d, char *err, size_t errlen)
 {
 	if (d->started)
-		return fail(-EALREADY, err, errlen, "dirty logging is already on");
+		return errf(-EALREADY, err, errlen, "dirty logging is already on");
 	return d->ops->start(d, err, errlen);
 }
 
 int dirty_sync(struct dirty_log *d, struct bitmap *out, char *err, size_t errlen)
 {
 	if (!d->started)
-		return fail(-EINVAL, err, errlen, "dirty logging is off");
+		return errf(-EINVAL, err, errlen, "dirty logging is off");
 	return d->ops->sync(d, out, err, errlen);
 }
 
@@ -261,7 +250,7 @@ int dirty_clear(struct dirty_log *d, uint64_t first_page, uint64_t npages, char 
 		size_t errlen)
 {
 	if (!d->started)
-		return fail(-EINVAL, err, errlen, "dirty logging is off");
+		return errf(-EINVAL, err, errlen, "dirty logging is off");
 	return d->ops->clear(d, first_page, npages, err, errlen);
 }
 

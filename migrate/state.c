@@ -10,6 +10,8 @@
 #include <string.h>
 #include <sys/ioctl.h>
 
+#include "vmm/util.h"
+
 /* The item bytes are the x86-64 KVM ABI structs. Their layout is part of
  * the kernel's ABI and never changes; these pin the sizes the format
  * documents, so a header that disagrees fails the build, not a migration. */
@@ -29,19 +31,6 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "x86-64 KVM ABI is lit
 
 #define MSR_ENTRY_SIZE 16
 #define MSR_HDR_SIZE 8
-
-static __attribute__((format(printf, 4, 5))) int fail(int rc, char *err, size_t errlen,
-						      const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err && errlen) {
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return rc;
-}
 
 static uint16_t get_le16(const uint8_t *p)
 {
@@ -228,7 +217,7 @@ static int check_presence(const struct state_item_spec *spec, unsigned nspec,
 
 		if (!spec[i].group) {
 			if (spec[i].mandatory && !items[i].present)
-				return fail(-EBADMSG, err, errlen, "missing item %s", spec[i].name);
+				return errf(-EBADMSG, err, errlen, "missing item %s", spec[i].name);
 			continue;
 		}
 		if (!group_leader(spec, i))
@@ -237,13 +226,13 @@ static int check_presence(const struct state_item_spec *spec, unsigned nspec,
 			if (spec[j].group != spec[i].group || !items[j].present)
 				continue;
 			if (seen >= 0)
-				return fail(-EBADMSG, err, errlen,
+				return errf(-EBADMSG, err, errlen,
 					    "items %s and %s are alternatives; both are present",
 					    spec[seen].name, spec[j].name);
 			seen = (int)j;
 		}
 		if (seen < 0 && spec[i].mandatory)
-			return fail(-EBADMSG, err, errlen, "missing item %s (or its alternative)",
+			return errf(-EBADMSG, err, errlen, "missing item %s (or its alternative)",
 				    spec[i].name);
 	}
 	return 0;
@@ -261,26 +250,26 @@ int state_parse_items(const uint8_t *blob, size_t len, const struct state_item_s
 		int i;
 
 		if (len - pos < STATE_ITEM_HDR)
-			return fail(-EBADMSG, err, errlen,
+			return errf(-EBADMSG, err, errlen,
 				    "%zu trailing bytes after the last item", len - pos);
 		tag = get_le16(blob + pos);
 		reserved = get_le16(blob + pos + 2);
 		ilen = get_le32(blob + pos + 4);
 		i = find_spec(spec, nspec, tag);
 		if (i < 0)
-			return fail(-EBADMSG, err, errlen, "unknown item tag %u at byte %zu", tag,
+			return errf(-EBADMSG, err, errlen, "unknown item tag %u at byte %zu", tag,
 				    pos);
 		if (reserved)
-			return fail(-EBADMSG, err, errlen, "item %s: reserved field is %#x, not 0",
+			return errf(-EBADMSG, err, errlen, "item %s: reserved field is %#x, not 0",
 				    spec[i].name, reserved);
 		if (items[i].present)
-			return fail(-EBADMSG, err, errlen, "duplicate item %s", spec[i].name);
+			return errf(-EBADMSG, err, errlen, "duplicate item %s", spec[i].name);
 		if (spec[i].size && ilen != spec[i].size)
-			return fail(-EBADMSG, err, errlen, "item %s: length %u, expected %u",
+			return errf(-EBADMSG, err, errlen, "item %s: length %u, expected %u",
 				    spec[i].name, ilen, spec[i].size);
 		pos += STATE_ITEM_HDR;
 		if (ilen > len - pos)
-			return fail(-EBADMSG, err, errlen,
+			return errf(-EBADMSG, err, errlen,
 				    "item %s: length %u runs past the end of the blob (%zu bytes left)",
 				    spec[i].name, ilen, len - pos);
 		items[i] = (struct state_item){ .data = blob + pos, .len = ilen, .present = true };
@@ -294,26 +283,26 @@ int state_check_msrs(const uint8_t *data, size_t len, char *err, size_t errlen)
 	uint32_t count;
 
 	if (len < MSR_HDR_SIZE)
-		return fail(-EBADMSG, err, errlen, "item MSRS: %zu bytes, too short", len);
+		return errf(-EBADMSG, err, errlen, "item MSRS: %zu bytes, too short", len);
 	count = get_le32(data);
 	if (get_le32(data + 4))
-		return fail(-EBADMSG, err, errlen, "item MSRS: padding is not 0");
+		return errf(-EBADMSG, err, errlen, "item MSRS: padding is not 0");
 	if (count > STATE_MAX_MSRS)
-		return fail(-EBADMSG, err, errlen, "item MSRS: %u MSRs, at most %u", count,
+		return errf(-EBADMSG, err, errlen, "item MSRS: %u MSRs, at most %u", count,
 			    STATE_MAX_MSRS);
 	if (len != MSR_HDR_SIZE + (size_t)count * MSR_ENTRY_SIZE)
-		return fail(-EBADMSG, err, errlen, "item MSRS: length %zu, expected %zu for %u MSRs",
+		return errf(-EBADMSG, err, errlen, "item MSRS: length %zu, expected %zu for %u MSRs",
 			    len, MSR_HDR_SIZE + (size_t)count * MSR_ENTRY_SIZE, count);
 	for (uint32_t i = 0; i < count; i++) {
 		const uint8_t *e = data + MSR_HDR_SIZE + (size_t)i * MSR_ENTRY_SIZE;
 
 		if (get_le32(e + 4))
-			return fail(-EBADMSG, err, errlen, "item MSRS: entry %u padding is not 0", i);
+			return errf(-EBADMSG, err, errlen, "item MSRS: entry %u padding is not 0", i);
 		/* Quadratic, but count is small and bounded. */
 		for (uint32_t j = 0; j < i; j++)
 			if (get_le32(data + MSR_HDR_SIZE + (size_t)j * MSR_ENTRY_SIZE) ==
 			    get_le32(e))
-				return fail(-EBADMSG, err, errlen, "item MSRS: MSR %#x appears twice",
+				return errf(-EBADMSG, err, errlen, "item MSRS: MSR %#x appears twice",
 					    get_le32(e));
 	}
 	return 0;
@@ -326,9 +315,9 @@ static int save_ioctl_item(int fd, unsigned long req, const char *name, struct s
 			   uint16_t tag, void *buf, size_t size, char *err, size_t errlen)
 {
 	if (ioctl(fd, req, buf) < 0)
-		return fail(-errno, err, errlen, "%s: %s", name, strerror(errno));
+		return errf(-errno, err, errlen, "%s: %s", name, strerror(errno));
 	if (state_put_item(w, tag, buf, size))
-		return fail(w->error, err, errlen, "saving %s: %s", name, strerror(-w->error));
+		return errf(w->error, err, errlen, "saving %s: %s", name, strerror(-w->error));
 	return 0;
 }
 
@@ -338,16 +327,16 @@ static int msr_index_list(int kvm_fd, struct kvm_msr_list **out, char *err, size
 	struct kvm_msr_list probe = { .nmsrs = 0 }, *list;
 
 	if (ioctl(kvm_fd, KVM_GET_MSR_INDEX_LIST, &probe) < 0 && errno != E2BIG)
-		return fail(-errno, err, errlen, "KVM_GET_MSR_INDEX_LIST: %s", strerror(errno));
+		return errf(-errno, err, errlen, "KVM_GET_MSR_INDEX_LIST: %s", strerror(errno));
 	if (probe.nmsrs > STATE_MAX_MSRS)
-		return fail(-E2BIG, err, errlen, "KVM_GET_MSR_INDEX_LIST: %u MSRs", probe.nmsrs);
+		return errf(-E2BIG, err, errlen, "KVM_GET_MSR_INDEX_LIST: %u MSRs", probe.nmsrs);
 	list = calloc(1, sizeof(*list) + probe.nmsrs * sizeof(list->indices[0]));
 	if (!list)
-		return fail(-ENOMEM, err, errlen, "out of memory for the MSR list");
+		return errf(-ENOMEM, err, errlen, "out of memory for the MSR list");
 	list->nmsrs = probe.nmsrs;
 	if (ioctl(kvm_fd, KVM_GET_MSR_INDEX_LIST, list) < 0) {
 		free(list);
-		return fail(-errno, err, errlen, "KVM_GET_MSR_INDEX_LIST: %s", strerror(errno));
+		return errf(-errno, err, errlen, "KVM_GET_MSR_INDEX_LIST: %s", strerror(errno));
 	}
 	*out = list;
 	return 0;
@@ -368,7 +357,7 @@ static int read_msrs(int kvm_fd, int vcpu_fd, struct kvm_msrs **out, char *err, 
 	msrs = calloc(1, sizeof(*msrs) + list->nmsrs * sizeof(msrs->entries[0]));
 	if (!msrs) {
 		free(list);
-		return fail(-ENOMEM, err, errlen, "out of memory for the MSRs");
+		return errf(-ENOMEM, err, errlen, "out of memory for the MSRs");
 	}
 	n = list->nmsrs;
 	for (uint32_t i = 0; i < n; i++)
@@ -380,7 +369,7 @@ static int read_msrs(int kvm_fd, int vcpu_fd, struct kvm_msrs **out, char *err, 
 		msrs->nmsrs = n;
 		got = ioctl(vcpu_fd, KVM_GET_MSRS, msrs);
 		if (got < 0) {
-			rc = fail(-errno, err, errlen, "KVM_GET_MSRS: %s", strerror(errno));
+			rc = errf(-errno, err, errlen, "KVM_GET_MSRS: %s", strerror(errno));
 			free(msrs);
 			return rc;
 		}
@@ -413,7 +402,7 @@ static int save_msrs(int kvm_fd, int vcpu_fd, struct state_writer *w, char *err,
 	}
 	free(msrs);
 	if (w->error)
-		return fail(w->error, err, errlen, "saving MSRS: %s", strerror(-w->error));
+		return errf(w->error, err, errlen, "saving MSRS: %s", strerror(-w->error));
 	return 0;
 }
 
@@ -433,7 +422,7 @@ int state_save_vcpu(int kvm_fd, int vcpu_fd, struct state_writer *w, char *err, 
 	int rc, khz;
 
 	if (!u)
-		return fail(-ENOMEM, err, errlen, "out of memory");
+		return errf(-ENOMEM, err, errlen, "out of memory");
 	rc = save_ioctl_item(vcpu_fd, KVM_GET_REGS, "KVM_GET_REGS", w, STATE_VCPU_REGS, &u->regs,
 			     sizeof(u->regs), err, errlen);
 	if (!rc)
@@ -473,7 +462,7 @@ int state_save_vcpu(int kvm_fd, int vcpu_fd, struct state_writer *w, char *err, 
 				 (uint8_t)(v >> 24) };
 
 		if (state_put_item(w, STATE_VCPU_TSC_KHZ, b, sizeof(b)))
-			return fail(w->error, err, errlen, "saving TSC_KHZ: %s",
+			return errf(w->error, err, errlen, "saving TSC_KHZ: %s",
 				    strerror(-w->error));
 	}
 	return 0;
@@ -486,7 +475,7 @@ static int load_ioctl(int fd, unsigned long req, const char *name, const struct 
 {
 	memcpy(buf, it->data, size);
 	if (ioctl(fd, req, buf) < 0)
-		return fail(-errno, err, errlen, "%s: %s", name, strerror(errno));
+		return errf(-errno, err, errlen, "%s: %s", name, strerror(errno));
 	return 0;
 }
 
@@ -497,7 +486,7 @@ static int load_msrs(int vcpu_fd, const struct state_item *it, char *err, size_t
 	int rc;
 
 	if (!msrs)
-		return fail(-ENOMEM, err, errlen, "out of memory for the MSRs");
+		return errf(-ENOMEM, err, errlen, "out of memory for the MSRs");
 	msrs->nmsrs = n;
 	for (uint32_t i = 0; i < n; i++) {
 		const uint8_t *e = it->data + MSR_HDR_SIZE + (size_t)i * MSR_ENTRY_SIZE;
@@ -507,9 +496,9 @@ static int load_msrs(int vcpu_fd, const struct state_item *it, char *err, size_t
 	}
 	rc = ioctl(vcpu_fd, KVM_SET_MSRS, msrs);
 	if (rc < 0)
-		rc = fail(-errno, err, errlen, "KVM_SET_MSRS: %s", strerror(errno));
+		rc = errf(-errno, err, errlen, "KVM_SET_MSRS: %s", strerror(errno));
 	else if ((uint32_t)rc < n)
-		rc = fail(-EINVAL, err, errlen, "KVM_SET_MSRS: this host refused MSR %#x = %#llx",
+		rc = errf(-EINVAL, err, errlen, "KVM_SET_MSRS: this host refused MSR %#x = %#llx",
 			  msrs->entries[rc].index, (unsigned long long)msrs->entries[rc].data);
 	else
 		rc = 0;
@@ -526,7 +515,7 @@ static int load_tsc_khz(int vcpu_fd, const struct state_item *it, char *err, siz
 	if (have > 0 && (uint32_t)have == want)
 		return 0;
 	if (ioctl(vcpu_fd, KVM_SET_TSC_KHZ, (unsigned long)want) < 0)
-		return fail(-errno, err, errlen,
+		return errf(-errno, err, errlen,
 			    "the source's TSC runs at %u kHz, this host's at %d kHz, and "
 			    "KVM_SET_TSC_KHZ failed: %s", want, have, strerror(errno));
 	return 0;
@@ -585,7 +574,7 @@ static int load_vcpu_items(int fd, const struct state_item *items, void *buf, ch
 		memcpy(ev, VCPU_ITEM(STATE_VCPU_EVENTS)->data, sizeof(*ev));
 		ev->flags |= KVM_VCPUEVENT_VALID_NMI_PENDING | KVM_VCPUEVENT_VALID_SIPI_VECTOR;
 		if (ioctl(fd, KVM_SET_VCPU_EVENTS, ev) < 0)
-			rc = fail(-errno, err, errlen, "KVM_SET_VCPU_EVENTS: %s", strerror(errno));
+			rc = errf(-errno, err, errlen, "KVM_SET_VCPU_EVENTS: %s", strerror(errno));
 	}
 	if (!rc)
 		rc = load_ioctl(fd, KVM_SET_MP_STATE, "KVM_SET_MP_STATE",
@@ -614,7 +603,7 @@ int state_load_vcpu(int vcpu_fd, const uint8_t *blob, size_t len, char *err, siz
 		return rc;
 	buf = calloc(1, sizeof(struct kvm_xsave)); /* the largest of the structs */
 	if (!buf)
-		return fail(-ENOMEM, err, errlen, "out of memory");
+		return errf(-ENOMEM, err, errlen, "out of memory");
 	rc = load_vcpu_items(vcpu_fd, items, buf, err, errlen);
 	free(buf);
 	return rc;
@@ -646,10 +635,10 @@ int state_save_vm(int vm_fd, struct state_writer *w, char *err, size_t errlen)
 		memset(&chip, 0, sizeof(chip));
 		chip.chip_id = irqchips[i].chip_id;
 		if (ioctl(vm_fd, KVM_GET_IRQCHIP, &chip) < 0)
-			return fail(-errno, err, errlen, "KVM_GET_IRQCHIP (%s): %s", irqchips[i].name,
+			return errf(-errno, err, errlen, "KVM_GET_IRQCHIP (%s): %s", irqchips[i].name,
 				    strerror(errno));
 		if (state_put_item(w, irqchips[i].tag, &chip, sizeof(chip)))
-			return fail(w->error, err, errlen, "saving %s: %s", irqchips[i].name,
+			return errf(w->error, err, errlen, "saving %s: %s", irqchips[i].name,
 				    strerror(-w->error));
 	}
 	memset(&pit, 0, sizeof(pit));
@@ -674,15 +663,15 @@ int state_load_vm(int vm_fd, const uint8_t *blob, size_t len, char *err, size_t 
 	for (unsigned i = 0; i < sizeof(irqchips) / sizeof(irqchips[0]); i++) {
 		memcpy(&chip, VM_ITEM(irqchips[i].tag)->data, sizeof(chip));
 		if (chip.chip_id != irqchips[i].chip_id)
-			return fail(-EBADMSG, err, errlen, "item %s holds chip %u",
+			return errf(-EBADMSG, err, errlen, "item %s holds chip %u",
 				    irqchips[i].name, chip.chip_id);
 		if (ioctl(vm_fd, KVM_SET_IRQCHIP, &chip) < 0)
-			return fail(-errno, err, errlen, "KVM_SET_IRQCHIP (%s): %s",
+			return errf(-errno, err, errlen, "KVM_SET_IRQCHIP (%s): %s",
 				    irqchips[i].name, strerror(errno));
 	}
 	memcpy(&pit, VM_ITEM(STATE_VM_PIT2)->data, sizeof(pit));
 	if (ioctl(vm_fd, KVM_SET_PIT2, &pit) < 0)
-		return fail(-errno, err, errlen, "KVM_SET_PIT2: %s", strerror(errno));
+		return errf(-errno, err, errlen, "KVM_SET_PIT2: %s", strerror(errno));
 	/* Only the clock value: TSC_STABLE and HOST_TSC are reports that
 	 * kernels before 5.16 refuse as input, and REALTIME would add the
 	 * wall-clock time between save and load, which is only right when both
@@ -690,6 +679,6 @@ int state_load_vm(int vm_fd, const uint8_t *blob, size_t len, char *err, size_t 
 	memcpy(&clock, VM_ITEM(STATE_VM_CLOCK)->data, sizeof(clock));
 	clock = (struct kvm_clock_data){ .clock = clock.clock };
 	if (ioctl(vm_fd, KVM_SET_CLOCK, &clock) < 0)
-		return fail(-errno, err, errlen, "KVM_SET_CLOCK: %s", strerror(errno));
+		return errf(-errno, err, errlen, "KVM_SET_CLOCK: %s", strerror(errno));
 	return 0;
 }

@@ -16,6 +16,10 @@ void die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
 /* One line on stderr, prefixed "vmm: ". */
 void log_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* Writes a one-line reason into err (when err is not NULL) and returns rc:
+ * for functions that report -errno plus a message. */
+int errf(int rc, char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
 /* "512M", "4G", "1024K", "4096" (bytes). Returns 0, -EINVAL or -ERANGE. */
 int parse_size(const char *s, uint64_t *out);
 /* Decimal unsigned integer in [min, max]. Returns 0, -EINVAL or -ERANGE. */

@@ -5,6 +5,8 @@
 #include <errno.h>
 #include <string.h>
 
+#include "vmm/le.h"
+
 #include "mptable.h"
 
 #define SDT_HEADER_SIZE 36
@@ -23,49 +25,22 @@ static const uint8_t dsdt_aml[] = {
 	0x08, '_', 'S', '5', '_', 0x12, 0x06, 0x02, 0x0a, ACPI_S5_TYPE, 0x0a, ACPI_S5_TYPE,
 };
 
-static void put16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-	put16(p, (uint16_t)v);
-	put16(p + 2, (uint16_t)(v >> 16));
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-	put32(p, (uint32_t)v);
-	put32(p + 4, (uint32_t)(v >> 32));
-}
-
-static uint8_t checksum(const uint8_t *p, size_t len)
-{
-	uint8_t sum = 0;
-
-	while (len--)
-		sum = (uint8_t)(sum + *p++);
-	return (uint8_t)-sum;
-}
-
 static void sdt_header(uint8_t *t, const char *sig, uint32_t len, uint8_t rev)
 {
 	memcpy(t, sig, 4);
-	put32(t + 4, len);
+	put_le32(t + 4, len);
 	t[8] = rev;
 	memcpy(t + 10, "VMMVMM", 6);
 	memcpy(t + 16, "MICROVM ", 8);
-	put32(t + 24, 1);
+	put_le32(t + 24, 1);
 	memcpy(t + 28, "VMM ", 4);
-	put32(t + 32, 1);
+	put_le32(t + 32, 1);
 }
 
 static void sdt_finish(uint8_t *t, uint32_t len)
 {
 	t[9] = 0;
-	t[9] = checksum(t, len);
+	t[9] = checksum8(t, len);
 }
 
 /* A Generic Address Structure for one byte of port I/O. */
@@ -75,25 +50,25 @@ static void put_gas_port(uint8_t *p, uint16_t port)
 	p[1] = 8; /* bit width */
 	p[2] = 0; /* bit offset */
 	p[3] = 1; /* byte access */
-	put64(p + 4, port);
+	put_le64(p + 4, port);
 }
 
 static void write_fadt(uint8_t *t, uint32_t dsdt_gpa)
 {
 	sdt_header(t, "FACP", FADT_SIZE, 6);
-	put32(t + 40, dsdt_gpa);
-	put16(t + 46, ACPI_SCI_IRQ);
+	put_le32(t + 40, dsdt_gpa);
+	put_le16(t + 46, ACPI_SCI_IRQ);
 	/* SMI_CMD (48) stays 0: the machine is always in ACPI mode. */
-	put32(t + 56, ACPI_PM1_EVT_PORT);
-	put32(t + 64, ACPI_PM1_CNT_PORT);
+	put_le32(t + 56, ACPI_PM1_EVT_PORT);
+	put_le32(t + 64, ACPI_PM1_CNT_PORT);
 	t[88] = 4; /* PM1_EVT_LEN */
 	t[89] = 2; /* PM1_CNT_LEN */
-	put16(t + 109, BOOT_ARCH_NO_VGA | BOOT_ARCH_NO_CMOS);
-	put32(t + 112, FADT_PWR_BUTTON | FADT_SLP_BUTTON | FADT_RESET_REG_SUP);
+	put_le16(t + 109, BOOT_ARCH_NO_VGA | BOOT_ARCH_NO_CMOS);
+	put_le32(t + 112, FADT_PWR_BUTTON | FADT_SLP_BUTTON | FADT_RESET_REG_SUP);
 	put_gas_port(t + 116, ACPI_RESET_PORT);
 	t[128] = ACPI_RESET_VALUE;
 	t[131] = 0; /* minor version */
-	put64(t + 140, dsdt_gpa);
+	put_le64(t + 140, dsdt_gpa);
 	memcpy(t + 268, "VMMVMM  ", 8);
 	sdt_finish(t, FADT_SIZE);
 }
@@ -109,20 +84,20 @@ static void write_madt(uint8_t *t, unsigned ncpus)
 	uint8_t *p = t + SDT_HEADER_SIZE + 8;
 
 	sdt_header(t, "APIC", len, 4);
-	put32(t + 36, MPTABLE_LAPIC_ADDR);
-	put32(t + 40, MADT_PCAT_COMPAT);
+	put_le32(t + 36, MPTABLE_LAPIC_ADDR);
+	put_le32(t + 40, MADT_PCAT_COMPAT);
 	for (unsigned i = 0; i < ncpus; i++, p += 8) {
 		p[0] = 0; /* processor local APIC */
 		p[1] = 8;
 		p[2] = (uint8_t)i; /* processor UID */
 		p[3] = (uint8_t)i; /* APIC id */
-		put32(p + 4, 1); /* enabled */
+		put_le32(p + 4, 1); /* enabled */
 	}
 	p[0] = 1; /* I/O APIC */
 	p[1] = 12;
 	p[2] = (uint8_t)ncpus;
-	put32(p + 4, MPTABLE_IOAPIC_ADDR);
-	put32(p + 8, 0); /* GSI base */
+	put_le32(p + 4, MPTABLE_IOAPIC_ADDR);
+	put_le32(p + 8, 0); /* GSI base */
 	sdt_finish(t, len);
 }
 
@@ -144,14 +119,14 @@ int acpi_write_tables(uint8_t *buf, size_t size, unsigned ncpus)
 	memcpy(buf, "RSD PTR ", 8);
 	memcpy(buf + 9, "VMMVMM", 6);
 	buf[15] = 2; /* revision: ACPI 2.0+, XSDT */
-	put32(buf + 20, RSDP_SIZE);
-	put64(buf + 24, ACPI_RSDP_GPA + xsdt_off);
-	buf[8] = checksum(buf, 20);
-	buf[32] = checksum(buf, RSDP_SIZE);
+	put_le32(buf + 20, RSDP_SIZE);
+	put_le64(buf + 24, ACPI_RSDP_GPA + xsdt_off);
+	buf[8] = checksum8(buf, 20);
+	buf[32] = checksum8(buf, RSDP_SIZE);
 
 	sdt_header(xsdt, "XSDT", xsdt_len, 1);
-	put64(xsdt + SDT_HEADER_SIZE, ACPI_RSDP_GPA + fadt_off);
-	put64(xsdt + SDT_HEADER_SIZE + 8, ACPI_RSDP_GPA + madt_off);
+	put_le64(xsdt + SDT_HEADER_SIZE, ACPI_RSDP_GPA + fadt_off);
+	put_le64(xsdt + SDT_HEADER_SIZE + 8, ACPI_RSDP_GPA + madt_off);
 	sdt_finish(xsdt, xsdt_len);
 
 	write_fadt(buf + fadt_off, ACPI_RSDP_GPA + dsdt_off);

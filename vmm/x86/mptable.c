@@ -5,6 +5,8 @@
 #include <errno.h>
 #include <string.h>
 
+#include "vmm/le.h"
+
 #define MPF_SIZE 16
 #define MPC_HDR_SIZE 44
 #define MPC_CPU_SIZE 20
@@ -19,35 +21,14 @@ size_t mptable_size(unsigned ncpus)
 	       (2 + MPTABLE_IOAPIC_PINS + 2) * MPC_SMALL_SIZE;
 }
 
-static void put16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-	put16(p, (uint16_t)v);
-	put16(p + 2, (uint16_t)(v >> 16));
-}
-
-static uint8_t checksum(const uint8_t *p, size_t len)
-{
-	uint8_t sum = 0;
-
-	while (len--)
-		sum = (uint8_t)(sum + *p++);
-	return (uint8_t)-sum;
-}
-
 static uint8_t *put_cpu(uint8_t *p, unsigned id)
 {
 	p[0] = MP_PROCESSOR;
 	p[1] = (uint8_t)id;                  /* local APIC id */
 	p[2] = 0x14;                         /* local APIC version */
 	p[3] = (uint8_t)(1 | (id == 0) << 1); /* enabled, bootstrap processor */
-	put32(p + 4, 0x600);                 /* family 6 */
-	put32(p + 8, 0x201);                 /* FPU and APIC present */
+	put_le32(p + 4, 0x600);                 /* family 6 */
+	put_le32(p + 8, 0x201);                 /* FPU and APIC present */
 	return p + MPC_CPU_SIZE;
 }
 
@@ -77,17 +58,17 @@ int mptable_write(uint8_t *buf, size_t bufsize, uint32_t gpa, unsigned ncpus)
 	memset(buf, 0, size);
 
 	memcpy(buf, "_MP_", 4);
-	put32(buf + 4, gpa + MPF_SIZE);
+	put_le32(buf + 4, gpa + MPF_SIZE);
 	buf[8] = 1; /* length in 16-byte units */
 	buf[9] = 4; /* MP spec 1.4 */
 
 	memcpy(mpc, "PCMP", 4);
-	put16(mpc + 4, (uint16_t)(size - MPF_SIZE));
+	put_le16(mpc + 4, (uint16_t)(size - MPF_SIZE));
 	mpc[6] = 4;
 	memcpy(mpc + 8, "VMM     ", 8);
 	memcpy(mpc + 16, "MICROVM     ", 12);
-	put16(mpc + 34, (uint16_t)(ncpus + 2 + MPTABLE_IOAPIC_PINS + 2));
-	put32(mpc + 36, MPTABLE_LAPIC_ADDR);
+	put_le16(mpc + 34, (uint16_t)(ncpus + 2 + MPTABLE_IOAPIC_PINS + 2));
+	put_le32(mpc + 36, MPTABLE_LAPIC_ADDR);
 
 	p = mpc + MPC_HDR_SIZE;
 	for (unsigned i = 0; i < ncpus; i++)
@@ -99,7 +80,7 @@ int mptable_write(uint8_t *buf, size_t bufsize, uint32_t gpa, unsigned ncpus)
 	p[1] = ioapic_id;
 	p[2] = 0x11; /* IOAPIC version */
 	p[3] = 1;    /* enabled */
-	put32(p + 4, MPTABLE_IOAPIC_ADDR);
+	put_le32(p + 4, MPTABLE_IOAPIC_ADDR);
 	p += MPC_SMALL_SIZE;
 	/* Every IOAPIC pin is wired to the ISA IRQ of the same number. */
 	for (unsigned pin = 0; pin < MPTABLE_IOAPIC_PINS; pin++)
@@ -108,7 +89,7 @@ int mptable_write(uint8_t *buf, size_t bufsize, uint32_t gpa, unsigned ncpus)
 	p = put_irq(p, MP_LINTSRC, MP_EXTINT, 0, 0, 0);
 	p = put_irq(p, MP_LINTSRC, MP_NMI, 0, 0xff, 1);
 
-	mpc[7] = checksum(mpc, size - MPF_SIZE);
-	buf[10] = checksum(buf, MPF_SIZE);
+	mpc[7] = checksum8(mpc, size - MPF_SIZE);
+	buf[10] = checksum8(buf, MPF_SIZE);
 	return (int)size;
 }
