@@ -1,0 +1,497 @@
+#!/usr/bin/python3
+"""Live-migration benchmark: vmm against QEMU 7.2 microvm.
+
+Run by scripts/bench-migrate (inside scripts/testhost when this machine has
+no usable /dev/kvm); run it with /usr/bin/python3.  Every measurement boots
+a fresh 512 MiB, 1 vCPU source guest (same bzImage, initramfs and kernel
+command line for both VMMs), lets it reach the workload's idle point, starts
+a destination on loopback TCP and migrates once:
+
+  cases    idle      the guest just booted, then idles;
+           touched   the guest ran `memtouch 400` (touched 400 MiB with
+                     distinct non-zero values, then freed them), then idles.
+           Before idling the guest prints /proc/meminfo on its console;
+           used memory = MemTotal - MemFree from that print.
+  vmm      --balloon free-page-hint,free-page-reporting on both sides;
+           `vmm migrate SRC tcp:127.0.0.1:PORT --json` with skipping on
+           (default) and off (--no-skip-free), each with --compress zstd
+           and --compress none: 4 migrations per case.  Figures from the
+           JSON summary: total_ms, downtime_ms, setup_ms, bytes (on the
+           wire), skipped_* pages, iterations.
+  QEMU     -device virtio-balloon-device[,free-page-hint=on],iothread=io0
+           on both sides; QMP over a unix socket: qmp_capabilities,
+           migrate-set-parameters max-bandwidth (so that QEMU's default
+           bandwidth cap does not decide the time), migrate, poll
+           query-migrate until completed.  Figures: total-time, downtime,
+           setup-time, ram.transferred.  Hint on and off: 2 per case.
+
+Both VMMs keep their default downtime target (300 ms each).  After each
+migration the destination must report that the guest runs.  Every wait is
+bounded; the VMM processes are killed afterwards.
+"""
+import argparse
+import datetime
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+READY = "vmm-bench: ready"
+MIB = 1 << 20
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def read(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", "replace").replace("\r\n", "\n")
+    except OSError:
+        return ""
+
+
+def tail(text, n=1500):
+    return text if len(text) <= n else "..." + text[-n:]
+
+
+def port_listening(port):
+    """Whether something listens on 127.0.0.1:port, without connecting (a
+    destination takes the first connection as its source)."""
+    want = ":%04X" % port
+    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(path) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if fields[1].endswith(want) and fields[3] == "0A":
+                        return True
+        except OSError:
+            pass
+    return False
+
+
+def wait_until(pred, timeout, step=0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(step)
+    return pred()
+
+
+def stop(p, grace=5):
+    if p is None or p.poll() is not None:
+        return
+    p.send_signal(signal.SIGTERM)
+    try:
+        p.wait(grace)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        p.wait()
+
+
+def meminfo(console):
+    """(MemTotal, MemFree) in KiB from the last /proc/meminfo print."""
+    text = console.split(READY)[0]
+    tot = re.findall(r"^MemTotal:\s+(\d+) kB", text, re.M)
+    free = re.findall(r"^MemFree:\s+(\d+) kB", text, re.M)
+    if not tot or not free:
+        return None
+    return int(tot[-1]), int(free[-1])
+
+
+class QMP:
+    def __init__(self, path, timeout):
+        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.s.settimeout(timeout)
+        self.s.connect(path)
+        self.buf = b""
+        self.events = []
+        greeting = self._line()
+        if "QMP" not in greeting:
+            raise RuntimeError("no QMP greeting: %r" % greeting)
+        self.cmd("qmp_capabilities")
+
+    def _line(self):
+        while b"\n" not in self.buf:
+            data = self.s.recv(65536)
+            if not data:
+                raise RuntimeError("QMP socket closed")
+            self.buf += data
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def cmd(self, name, **args):
+        req = {"execute": name}
+        if args:
+            req["arguments"] = args
+        self.s.sendall(json.dumps(req).encode() + b"\n")
+        while True:
+            r = self._line()
+            if "event" in r:
+                self.events.append(r)
+                continue
+            if "error" in r:
+                raise RuntimeError("QMP %s: %s" % (name, r["error"].get("desc", r["error"])))
+            return r.get("return")
+
+    def close(self):
+        self.s.close()
+
+
+class Bench:
+    def __init__(self, args):
+        self.a = args
+        self.work = tempfile.mkdtemp(prefix="vmm-bench-migrate.")
+        self.port = 46000 + random.randrange(2000)
+        self.n = 0
+
+    def next(self):
+        self.n += 1
+        self.port += 1
+        return self.n, self.port
+
+    def guest_cmdline(self, case):
+        job = "cat /proc/meminfo; echo %s; sleep 3600" % READY
+        if case == "touched":
+            job = "memtouch %d; sleep 2; " % self.a.touch_mib + job
+        else:
+            job = "sleep 2; " + job
+        return ('console=ttyS0 reboot=k panic=1 pci=off quiet vmm.job=sh vmm.arg="%s"' % job)
+
+    def wait_ready(self, p, console_path, what):
+        """Waits for the guest's ready line; returns (meminfo, error)."""
+        t0 = time.monotonic()
+        ok = wait_until(lambda: READY in read(console_path) or p.poll() is not None, self.a.timeout)
+        con = read(console_path)
+        if READY not in con:
+            return None, "%s: %s after %.0f s; console: %r" % (
+                what, "exited with status %s" % p.returncode if p.poll() is not None
+                else "no `%s` line" % READY, time.monotonic() - t0, tail(con))
+        log("bench-migrate:   %s ready after %.1f s" % (what, time.monotonic() - t0))
+        del ok
+        time.sleep(self.a.settle)
+        return meminfo(con), None
+
+    # ---- vmm ----
+    def vmm_common(self):
+        return ["--mem", "%dM" % self.a.mem, "--cpus", "1",
+                "--balloon", "free-page-hint,free-page-reporting"]
+
+    def run_vmm(self, case, skip, compress):
+        n, port = self.next()
+        d = os.path.join(self.work, "%02d-vmm" % n)
+        os.mkdir(d)
+        res = {"case": case, "vmm": "vmm", "skip": skip, "compress": compress}
+        src = dst = None
+        try:
+            src_argv = [self.a.vmm, "run", "--kernel", self.a.kernel, "--initrd", self.a.initrd] + \
+                self.vmm_common() + ["--api-socket", d + "/src.sock", "--console", "file:" + d + "/src.out",
+                                     "--cmdline", self.guest_cmdline(case)]
+            if n <= 2 or self.a.verbose:
+                log("bench-migrate:   source: %s" % subprocess.list2cmdline(src_argv))
+            src = subprocess.Popen(src_argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                   stderr=open(d + "/src.err", "wb"), start_new_session=True)
+            mi, err = self.wait_ready(src, d + "/src.out", "vmm source")
+            if err:
+                res["error"] = err + "; stderr: %r" % tail(read(d + "/src.err"))
+                return res
+            if mi:
+                res["used_kib"] = mi[0] - mi[1]
+            dst_argv = [self.a.vmm, "run", "--incoming", "tcp:127.0.0.1:%d" % port] + self.vmm_common() + \
+                ["--api-socket", d + "/dst.sock", "--console", "file:" + d + "/dst.out"]
+            dst = subprocess.Popen(dst_argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                   stderr=open(d + "/dst.err", "wb"), start_new_session=True)
+            if not wait_until(lambda: port_listening(port) or dst.poll() is not None, 60) or dst.poll() is not None:
+                res["error"] = "vmm destination not listening on port %d (status %s): %r" % (
+                    port, dst.poll(), tail(read(d + "/dst.err")))
+                return res
+            mig = [self.a.vmm, "migrate", d + "/src.sock", "tcp:127.0.0.1:%d" % port,
+                   "--compress", compress, "--json"] + ([] if skip else ["--no-skip-free"])
+            res["command"] = subprocess.list2cmdline(mig)
+            t0 = time.monotonic()
+            try:
+                r = subprocess.run(mig, stdin=subprocess.DEVNULL, capture_output=True,
+                                   timeout=self.a.mig_timeout)
+            except subprocess.TimeoutExpired:
+                res["error"] = "vmm migrate did not finish within %d s" % self.a.mig_timeout
+                return res
+            res["wall_ms"] = (time.monotonic() - t0) * 1000
+            out = r.stdout.decode("utf-8", "replace")
+            try:
+                st = json.loads(out)
+            except ValueError:
+                st = None
+            if r.returncode != 0 or not st or st.get("phase") != "completed":
+                res["error"] = "vmm migrate: status %d, stdout %r, stderr %r; source stderr %r; destination stderr %r" % (
+                    r.returncode, tail(out), tail(r.stderr.decode("utf-8", "replace")),
+                    tail(read(d + "/src.err")), tail(read(d + "/dst.err")))
+                return res
+            res.update(total_ms=st["total_ms"], downtime_ms=st["downtime_ms"], setup_ms=st["setup_ms"],
+                       bytes=st["bytes"], iterations=st["iterations"],
+                       skipped=st["skipped_hinted"] + st["skipped_reported"] + st["skipped_untouched"],
+                       skipped_detail="%d/%d/%d" % (st["skipped_hinted"], st["skipped_reported"],
+                                                    st["skipped_untouched"]),
+                       pages="%d/%d/%d" % (st["pages_raw"], st["pages_zstd"], st["pages_zero"]))
+            # The guest must go on at the destination.
+            wait_until(lambda: src.poll() is not None, 30)
+            s = subprocess.run([self.a.vmm, "status", d + "/dst.sock"], capture_output=True, timeout=30)
+            try:
+                state = json.loads(s.stdout).get("state")
+            except ValueError:
+                state = None
+            if state != "running":
+                res["error"] = "destination not running after the migration: %r %r" % (
+                    s.stdout.decode(errors="replace"), s.stderr.decode(errors="replace"))
+            return res
+        finally:
+            stop(src)
+            stop(dst)
+
+    # ---- QEMU ----
+    def qemu_argv(self, case, hint, d, role, port=None):
+        dev = "virtio-balloon-device,%siothread=io0" % ("free-page-hint=on," if hint else "")
+        argv = [self.a.qemu, "-M", "microvm,acpi=off", "-accel", "kvm", "-cpu", "host",
+                "-m", "%dM" % self.a.mem, "-smp", "1", "-nodefaults", "-no-user-config", "-nographic",
+                "-serial", "file:%s/%s.out" % (d, role), "-kernel", self.a.kernel, "-initrd", self.a.initrd,
+                "-append", self.guest_cmdline(case),
+                "-object", "iothread,id=io0", "-device", dev,
+                "-qmp", "unix:%s/%s.qmp,server,nowait" % (d, role)]
+        if port:
+            argv += ["-incoming", "tcp:127.0.0.1:%d" % port]
+        return argv
+
+    def run_qemu(self, case, hint):
+        n, port = self.next()
+        d = os.path.join(self.work, "%02d-qemu" % n)
+        os.mkdir(d)
+        res = {"case": case, "vmm": "QEMU", "skip": hint, "compress": "none"}
+        src = dst = qs = qd = None
+        try:
+            argv = self.qemu_argv(case, hint, d, "src")
+            if self.a.verbose or not getattr(self, "qemu_logged", False):
+                log("bench-migrate:   source: %s" % subprocess.list2cmdline(argv))
+                self.qemu_logged = True
+            src = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                   stderr=open(d + "/src.err", "wb"), start_new_session=True)
+            mi, err = self.wait_ready(src, d + "/src.out", "QEMU source")
+            if err:
+                res["error"] = err + "; stderr: %r" % tail(read(d + "/src.err"))
+                return res
+            if mi:
+                res["used_kib"] = mi[0] - mi[1]
+            dst = subprocess.Popen(self.qemu_argv(case, hint, d, "dst", port), stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.DEVNULL, stderr=open(d + "/dst.err", "wb"),
+                                   start_new_session=True)
+            if not wait_until(lambda: port_listening(port) or dst.poll() is not None, 120) or dst.poll() is not None:
+                res["error"] = "QEMU destination not listening on port %d (status %s): %r" % (
+                    port, dst.poll(), tail(read(d + "/dst.err")))
+                return res
+            qs = QMP(d + "/src.qmp", 60)
+            qs.cmd("migrate-set-parameters", **{"max-bandwidth": self.a.qemu_max_bandwidth})
+            params = qs.cmd("query-migrate-parameters")
+            res["qemu_params"] = "max-bandwidth %s, downtime-limit %s ms" % (
+                params.get("max-bandwidth"), params.get("downtime-limit"))
+            t0 = time.monotonic()
+            qs.cmd("migrate", uri="tcp:127.0.0.1:%d" % port)
+            st = {}
+            deadline = t0 + self.a.mig_timeout
+            while time.monotonic() < deadline:
+                st = qs.cmd("query-migrate")
+                if st.get("status") in ("completed", "failed", "cancelled"):
+                    break
+                time.sleep(0.1)
+            res["wall_ms"] = (time.monotonic() - t0) * 1000
+            if st.get("status") != "completed":
+                res["error"] = "QEMU migration status %r after %.0f s: %s; source stderr %r; destination stderr %r" % (
+                    st.get("status"), time.monotonic() - t0, json.dumps(st),
+                    tail(read(d + "/src.err")), tail(read(d + "/dst.err")))
+                return res
+            ram = st.get("ram", {})
+            res.update(total_ms=st.get("total-time"), downtime_ms=st.get("downtime"),
+                       setup_ms=st.get("setup-time"), bytes=ram.get("transferred"),
+                       iterations=ram.get("dirty-sync-count"),
+                       pages="%s normal/%s zero" % (ram.get("normal"), ram.get("duplicate")))
+            qd = QMP(d + "/dst.qmp", 60)
+            state = None
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                state = qd.cmd("query-status").get("status")
+                if state == "running":
+                    break
+                time.sleep(0.2)
+            if state != "running":
+                res["error"] = "QEMU destination status %r after the migration" % state
+            return res
+        except (OSError, RuntimeError, ValueError) as e:
+            res["error"] = "%s: %s; source stderr %r; destination stderr %r" % (
+                type(e).__name__, e, tail(read(d + "/src.err")), tail(read(d + "/dst.err")))
+            return res
+        finally:
+            for q in (qs, qd):
+                if q:
+                    q.close()
+            stop(src)
+            stop(dst)
+
+
+def fmt(v, f="%.0f"):
+    return "—" if v is None else f % v
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--timeout", type=int, default=300, help="bound on each guest boot + workload, s")
+    ap.add_argument("--mig-timeout", type=int, default=300, help="bound on each migration, s")
+    ap.add_argument("--settle", type=float, default=5.0, help="idle seconds before migrating (default 5)")
+    ap.add_argument("--mem", type=int, default=512, help="guest memory, MiB (default 512)")
+    ap.add_argument("--touch-mib", type=int, default=400)
+    ap.add_argument("--cases", default="idle,touched")
+    ap.add_argument("--vmms", default="vmm,QEMU")
+    ap.add_argument("--vmm", default="build/vmm")
+    ap.add_argument("--qemu", default="qemu-system-x86_64")
+    ap.add_argument("--qemu-max-bandwidth", type=int, default=64 << 30,
+                    help="QEMU max-bandwidth, bytes/s (default 64 GiB/s: uncapped in practice)")
+    ap.add_argument("--kernel", default="build/guest/bzImage")
+    ap.add_argument("--initrd", default="build/guest/initramfs.cpio.gz")
+    ap.add_argument("--verbose", action="store_true")
+    ap.add_argument("--select", default="", help="only these, e.g. vmm-on-zstd,QEMU-on-none (for trials)")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory (consoles, stderr)")
+    a = ap.parse_args()
+    cases = [c for c in a.cases.split(",") if c]
+    vmms = [v.lower() for v in a.vmms.split(",") if v]
+    b = Bench(a)
+
+    plan = []
+    for case in cases:
+        if "vmm" in vmms:
+            for skip in (True, False):
+                for comp in ("zstd", "none"):
+                    plan.append(("vmm", case, skip, comp))
+        if "qemu" in vmms:
+            for hint in (True, False):
+                plan.append(("QEMU", case, hint, "none"))
+    if a.select:
+        keep = set(a.select.split(","))
+        plan = [x for x in plan if "%s-%s-%s" % (x[0], "on" if x[2] else "off", x[3]) in keep]
+    results = []
+    t_start = time.monotonic()
+    for i, (who, case, skip, comp) in enumerate(plan):
+        log("bench-migrate: %d/%d: %s, %s, %s %s, compress %s (%.0f s elapsed)" % (
+            i + 1, len(plan), case, who, "skip" if who == "vmm" else "hint", "on" if skip else "off",
+            comp, time.monotonic() - t_start))
+        r = b.run_vmm(case, skip, comp) if who == "vmm" else b.run_qemu(case, skip)
+        results.append(r)
+        if "error" in r:
+            log("bench-migrate:   FAILED: %s" % r["error"])
+        else:
+            log("bench-migrate:   total %.0f ms, downtime %.0f ms, setup %.0f ms, %.1f MiB sent, used %.1f MiB%s" % (
+                r["total_ms"], r["downtime_ms"], r["setup_ms"], r["bytes"] / MIB,
+                r.get("used_kib", 0) / 1024,
+                ", skipped %d pages (hinted/reported/untouched %s)" % (r["skipped"], r["skipped_detail"])
+                if who == "vmm" else ""))
+
+    print("| case | VMM | skip/hint | compress | total ms | downtime ms | setup ms | MiB sent | pages skipped (hinted/reported/untouched) | iterations | guest used MiB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        sk = "skip " if r["vmm"] == "vmm" else "hint "
+        sk += "on" if r["skip"] else "off"
+        if "error" in r:
+            print("| %s | %s | %s | %s | FAILED | | | | | | %s |" % (
+                r["case"], r["vmm"], sk, r["compress"], fmt(r.get("used_kib") and r["used_kib"] / 1024, "%.1f")))
+            continue
+        print("| %s | %s | %s | %s | %.0f | %.0f | %.0f | %.1f | %s | %s | %s |" % (
+            r["case"], r["vmm"], sk, r["compress"], r["total_ms"], r["downtime_ms"], r["setup_ms"],
+            r["bytes"] / MIB,
+            "%d (%s)" % (r["skipped"], r["skipped_detail"]) if r["vmm"] == "vmm" else "n/a",
+            r.get("iterations", "—"), fmt(r.get("used_kib") and r["used_kib"] / 1024, "%.1f")))
+    print()
+    print("Pages sent: vmm raw/zstd/zero; QEMU normal/zero (ram.normal/ram.duplicate). "
+          "QEMU iterations = ram.dirty-sync-count.")
+    for r in results:
+        if "error" not in r:
+            print("- %s %s %s %s: pages %s%s" % (
+                r["case"], r["vmm"], "on" if r["skip"] else "off", r["compress"], r["pages"],
+                "; QEMU parameters: %s" % r["qemu_params"] if "qemu_params" in r else ""))
+    print()
+
+    def find(case, who, skip, comp=None):
+        for r in results:
+            if r["case"] == case and r["vmm"] == who and r["skip"] == skip and \
+                    (comp is None or r["compress"] == comp) and "error" not in r:
+                return r
+        return None
+
+    def verdict(ok):
+        return "not measured" if ok is None else ("met" if ok else "NOT met")
+
+    print("Targets (vmm with skipping on, against the guest's used memory and QEMU with free-page-hint=on, same case):")
+    print()
+    all_met = True
+    for case in cases:
+        q = find(case, "QEMU", True)
+        for comp in ("zstd", "none"):
+            v = find(case, "vmm", True, comp)
+            if not v:
+                print("- %s, vmm compress %s: not measured (no successful vmm migration)" % (case, comp))
+                all_met = False
+                continue
+            used = v.get("used_kib")
+            lines = []
+            ok = None if used is None else v["bytes"] <= used * 1024 * 1.1
+            lines.append("bytes sent %.1f MiB ≤ used %s MiB + 10%%: %s" % (
+                v["bytes"] / MIB, fmt(used and used / 1024, "%.1f"), verdict(ok)))
+            oks = [ok]
+            if q:
+                ok = v["bytes"] <= q["bytes"]
+                lines.append("bytes sent ≤ QEMU-with-hint's %.1f MiB: %s" % (q["bytes"] / MIB, verdict(ok)))
+                oks.append(ok)
+                ok = v["total_ms"] <= 0.5 * q["total_ms"]
+                lines.append("total %.0f ms ≤ 0.5× QEMU-with-hint's %.0f ms (ratio %.3f): %s" % (
+                    v["total_ms"], q["total_ms"], v["total_ms"] / q["total_ms"] if q["total_ms"] else 0, verdict(ok)))
+                oks.append(ok)
+                ok = v["downtime_ms"] <= q["downtime_ms"]
+                lines.append("downtime %.0f ms ≤ QEMU-with-hint's %.0f ms: %s" % (
+                    v["downtime_ms"], q["downtime_ms"], verdict(ok)))
+                oks.append(ok)
+            else:
+                lines.append("against QEMU: not measured (no successful QEMU run with hinting)")
+                oks.append(None)
+            all_met = all_met and all(o is True for o in oks)
+            print("- %s, vmm compress %s: %s" % (case, comp, "; ".join(lines)))
+    print()
+    print("All targets met: %s" % ("yes" if all_met else "no"))
+
+    failed = [r for r in results if "error" in r]
+    if failed:
+        print()
+        print("Failures, as reported:")
+        for r in failed:
+            print()
+            print("- %s %s %s %s: %s" % (r["case"], r["vmm"], "on" if r["skip"] else "off", r["compress"],
+                                        r["error"]))
+    if not a.keep:
+        shutil.rmtree(b.work, ignore_errors=True)
+    else:
+        log("bench-migrate: work directory kept: %s" % b.work)
+    print()
+    print("Finished %s (%.0f s)" % (datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+                                   time.monotonic() - t_start))
+    return 0 if any(r["vmm"] == "vmm" and "error" not in r for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
