@@ -42,7 +42,8 @@ struct sender {
 	struct dirty_log dirty;
 	bool dirty_on;
 	struct bitmap send;             /* pages still to send in this pass */
-	_Atomic uint64_t *hinted;       /* pages the guest hinted as free */
+	_Atomic uint64_t *hinted;       /* hinted pages not yet applied */
+	_Atomic bool hints_pending;
 	uint64_t npages;
 	int pagemap_fd;
 	uint8_t *bufs[NBUFS];
@@ -248,7 +249,6 @@ static int send_chunk(struct sender *s, uint64_t first, bool bulk)
 	unsigned nd = 0, ndr = 0, nz = 0, nzr = 0;
 	bool take[CHUNK_PAGES] = { false };
 	bool skip_free = s->m->opt.skip_free;
-	uint64_t hinted = 0;
 	int rc;
 
 	for (unsigned i = 0; i < n; i++) {
@@ -259,8 +259,6 @@ static int send_chunk(struct sender *s, uint64_t first, bool bulk)
 	rc = clear_dirty(s, first, n, take);
 	if (rc)
 		return rc;
-	if (bulk && s->hinted)
-		hinted = atomic_load(&s->hinted[first / 64]);
 	if (skip_free && pread(s->pagemap_fd, pm, n * sizeof(pm[0]),
 			       (off_t)(((uintptr_t)s->vm->mem.base >> GUEST_PAGE_SHIFT) + first) * 8) !=
 				 (ssize_t)(n * sizeof(pm[0])))
@@ -270,10 +268,6 @@ static int send_chunk(struct sender *s, uint64_t first, bool bulk)
 
 		if (!take[i])
 			continue;
-		if (skip_free && (hinted >> i) & 1) {
-			s->m->st.skipped_hinted++;
-			continue;
-		}
 		if (skip_free && !(pm[i] & (PAGEMAP_PRESENT | PAGEMAP_SWAPPED))) {
 			/* Never touched, or discarded by the balloon: it reads as zero. */
 			if (bulk) {
@@ -322,12 +316,58 @@ static void *throttle_thread(void *arg)
 	return NULL;
 }
 
+/* Takes the hints that came since the last look: each hinted page not sent
+ * yet leaves the send set and is re-protected in KVM's log now, so a write
+ * after the guest reuses it shows up in the next sync. */
+static int apply_hints(struct sender *s)
+{
+	if (!s->hinted || !atomic_exchange(&s->hints_pending, false))
+		return 0;
+	for (uint64_t w = 0; w < (s->npages + 63) / 64; w++) {
+		uint64_t bits = bitmap_atomic_take_word(&s->hinted[w]);
+
+		while (bits) {
+			uint64_t first = w * 64 + (uint64_t)__builtin_ctzll(bits), n = 0;
+			char err[200];
+			int rc;
+
+			/* A run of hinted pages still to send. */
+			while (first + n < s->npages && (bits >> ((first + n) % 64)) & 1 &&
+			       bitmap_test(&s->send, first + n)) {
+				bitmap_clear(&s->send, first + n);
+				bits &= ~(1ULL << ((first + n) % 64));
+				n++;
+				if ((first + n) % 64 == 0)
+					break;
+			}
+			if (!n) {
+				bits &= ~(1ULL << (first % 64));
+				continue;
+			}
+			rc = dirty_clear(&s->dirty, first, n, err, sizeof(err));
+			if (rc)
+				return fail(s, rc, "%s", err);
+			s->m->st.skipped_hinted += n;
+		}
+	}
+	return 0;
+}
+
 static int send_pass(struct sender *s, bool bulk)
 {
 	int rc;
 
 	for (uint64_t p = bitmap_find_next_set(&s->send, 0); p < s->npages;
 	     p = bitmap_find_next_set(&s->send, (p | (CHUNK_PAGES - 1)) + 1)) {
+		rc = apply_hints(s);
+		if (rc)
+			return rc;
+		if (!bitmap_test(&s->send, p)) {
+			/* The page was hinted away: look again from here. */
+			p = bitmap_find_next_set(&s->send, p);
+			if (p >= s->npages)
+				break;
+		}
 		rc = check_abort(s);
 		if (!rc)
 			rc = send_chunk(s, p & ~(uint64_t)(CHUNK_PAGES - 1), bulk);
@@ -368,6 +408,7 @@ static void on_hint(void *opaque, uint64_t gpa, uint64_t len)
 			atomic_fetch_or(&s->hinted[p / 64], 1ULL << (p % 64));
 		}
 	}
+	atomic_store(&s->hints_pending, true);
 }
 
 /* Hinting only pays off when skipped pages are harmless: with page
@@ -390,7 +431,13 @@ static void stop_hinting(struct sender *s)
 	if (!s->hinting)
 		return;
 	balloon_hint_wait(s->vm->balloon, 200);
+	/* The last hints are applied while the guest still holds the pages;
+	 * after DONE it may reuse them, and a late hint would be unsafe. */
+	if (s->dirty_on)
+		apply_hints(s);
 	balloon_hint_done(s->vm->balloon);
+	free((void *)s->hinted);
+	s->hinted = NULL;
 	s->hinting = false;
 }
 

@@ -40,7 +40,11 @@ gone() { ! kill -0 "$1" 2>/dev/null; }
 port_open() {
 	awk -v p="$(printf ':%04X' "$1")" '$2 ~ p"$" && $4 == "0A" { f = 1 } END { exit !f }' /proc/net/tcp
 }
-passes() { grep -c '^memcheck: PASS' "$WORK/$1.out" 2>/dev/null || true; }
+passes() {
+	local n
+	n=$(grep -c '^memcheck: PASS' "$WORK/$1.out" 2>/dev/null)
+	echo "${n:-0}"
+}
 passes_past() { [ "$(passes "$1")" -gt "$2" ]; }
 last_uptime() { awk '$1 == "uptime" { v = $2 } END { print v + 0 }' "$WORK/$1.out" 2>/dev/null; }
 up_past() { awk -v a="$(last_uptime "$1")" -v b="$2" 'BEGIN { exit !(a > b) }'; }
