@@ -260,7 +260,9 @@ static int send_chunk(struct sender *s, uint64_t first, bool bulk)
 	rc = clear_dirty(s, first, n, take);
 	if (rc)
 		return rc;
-	if (skip_free && pread(s->pagemap_fd, pm, n * sizeof(pm[0]),
+	/* Residency is read in both modes: without skipping, a page that was
+	 * never touched still travels (as ZERO) but need not be read. */
+	if (pread(s->pagemap_fd, pm, n * sizeof(pm[0]),
 			       (off_t)(((uintptr_t)s->vm->mem.base >> GUEST_PAGE_SHIFT) + first) * 8) !=
 				 (ssize_t)(n * sizeof(pm[0])))
 		return fail(s, -EIO, "reading /proc/self/pagemap: %s", strerror(errno));
@@ -269,9 +271,9 @@ static int send_chunk(struct sender *s, uint64_t first, bool bulk)
 
 		if (!take[i])
 			continue;
-		if (skip_free && !(pm[i] & (PAGEMAP_PRESENT | PAGEMAP_SWAPPED))) {
+		if (!(pm[i] & (PAGEMAP_PRESENT | PAGEMAP_SWAPPED))) {
 			/* Never touched, or discarded by the balloon: it reads as zero. */
-			if (bulk) {
+			if (bulk && skip_free) {
 				if (page_discarded(s, p))
 					s->m->st.skipped_reported++;
 				else
