@@ -48,6 +48,13 @@ bad console_bad 2 "--console: 'tty' is not" $(run --kernel "$KERNEL" --console t
 bad unknown_option 2 "unknown option '--bogus'" $(run --kernel "$KERNEL" --bogus)
 bad no_kernel 2 "--kernel is required" $(run --mem 128M)
 bad unknown_command 2 "unknown command 'fly'" "$VMM" fly
+bad migrate_bad_compress 2 "--compress: 'lz4' is not auto, zstd or none" \
+	"$VMM" migrate /nonexistent.sock tcp:127.0.0.1:1 --compress lz4
+bad migrate_bad_option 2 "unknown or incomplete option '--fast'" \
+	"$VMM" migrate /nonexistent.sock tcp:127.0.0.1:1 --fast
+bad migrate_no_socket 1 "migrate: cannot connect to /nonexistent.sock" \
+	"$VMM" migrate /nonexistent.sock tcp:127.0.0.1:1
+bad incoming_bad_uri 1 "bad migration URI 'tcp:nohost'" $(run --incoming tcp:nohost)
 
 if [ "$(id -u)" = 0 ] && command -v unshare >/dev/null; then
 	bad no_dev_kvm 1 "/dev/kvm does not exist" \

@@ -1,0 +1,105 @@
+/* Options that arrive from outside and are not argv-only: --balloon's
+ * sub-options, --incoming, and the "migrate" control request. */
+#include <errno.h>
+#include <string.h>
+
+#include "migrate/migration.h"
+#include "tests/unit/unit.h"
+#include "virtio/balloon.h"
+#include "vmm/config.h"
+
+static void test_balloon_options(void)
+{
+	struct balloon_options o;
+	char err[256] = "";
+
+	CHECK_EQ(balloon_parse_options("", &o, err, sizeof(err)), 0);
+	CHECK(o.enabled && !o.stats_interval_s && !o.deflate_on_oom && !o.free_page_hint &&
+	      !o.free_page_reporting);
+	CHECK_EQ(balloon_parse_options("stats=5,deflate-on-oom,free-page-hint,free-page-reporting",
+				       &o, err, sizeof(err)), 0);
+	CHECK(o.stats_interval_s == 5 && o.deflate_on_oom && o.free_page_hint &&
+	      o.free_page_reporting);
+	CHECK_EQ(balloon_parse_options("stats=abc", &o, err, sizeof(err)), -EINVAL);
+	CHECK_CONTAINS(err, "stats=abc");
+	CHECK_EQ(balloon_parse_options("stats=3601", &o, err, sizeof(err)), -EINVAL);
+	CHECK_EQ(balloon_parse_options("free-page-hints", &o, err, sizeof(err)), -EINVAL);
+	CHECK_CONTAINS(err, "unknown option 'free-page-hints'");
+}
+
+static int parse(struct vm_config *cfg, char *err, size_t errlen, const char **args)
+{
+	char *argv[16];
+	int argc = 0;
+
+	while (args[argc] && argc < 15) {
+		argv[argc] = (char *)args[argc];
+		argc++;
+	}
+	argv[argc] = NULL;
+	return config_parse(cfg, argc, argv, err, errlen);
+}
+
+#define PARSE(cfg, err, ...) parse((cfg), (err), sizeof(err), (const char *[]){ __VA_ARGS__, NULL })
+
+static void test_run_balloon_and_incoming(void)
+{
+	struct vm_config cfg;
+	char err[256] = "";
+
+	CHECK_EQ(PARSE(&cfg, err, "run", "--kernel", "k", "--balloon"), CONFIG_OK);
+	CHECK(cfg.balloon.enabled && !cfg.balloon.free_page_hint);
+	CHECK_EQ(PARSE(&cfg, err, "run", "--kernel", "k", "--balloon", "stats=2,free-page-hint"),
+		 CONFIG_OK);
+	CHECK(cfg.balloon.free_page_hint && cfg.balloon.stats_interval_s == 2);
+	/* --incoming needs no kernel: the guest arrives from the source. */
+	CHECK_EQ(PARSE(&cfg, err, "run", "--incoming", "tcp:127.0.0.1:4444", "--mem", "512M"),
+		 CONFIG_OK);
+	CHECK_STREQ(cfg.incoming, "tcp:127.0.0.1:4444");
+	CHECK_EQ(PARSE(&cfg, err, "run", "--kernel", "k", "--balloon=bogus"), -EINVAL);
+	CHECK_CONTAINS(err, "bogus");
+	CHECK_EQ(PARSE(&cfg, err, "run", "--incoming", ""), -EINVAL);
+	CHECK_CONTAINS(err, "--incoming");
+}
+
+static int opts_from(const char *text, struct migrate_options *o, char *err, size_t errlen)
+{
+	json_t *req = json_loads(text, 0, NULL);
+	int rc = migrate_options_from_json(req, o, err, errlen);
+
+	json_decref(req);
+	return rc;
+}
+
+static void test_migrate_request(void)
+{
+	struct migrate_options o;
+	char err[256] = "";
+
+	CHECK_EQ(opts_from("{\"uri\":\"tcp:h:1\"}", &o, err, sizeof(err)), 0);
+	CHECK(o.downtime_ms == 300 && o.skip_free && o.compress == COMPRESS_AUTO &&
+	      o.connections == 1 && !o.timeout_s);
+	CHECK_EQ(opts_from("{\"uri\":\"unix:/x\",\"downtime_ms\":50,\"timeout_s\":9,"
+			   "\"skip_free\":false,\"compress\":\"none\"}", &o, err, sizeof(err)), 0);
+	CHECK(o.downtime_ms == 50 && o.timeout_s == 9 && !o.skip_free && o.compress == COMPRESS_NONE);
+	CHECK_EQ(opts_from("{}", &o, err, sizeof(err)), -EINVAL);
+	CHECK_CONTAINS(err, "uri");
+	CHECK_EQ(opts_from("{\"uri\":\"\"}", &o, err, sizeof(err)), -EINVAL);
+	CHECK_EQ(opts_from("{\"uri\":\"tcp:h:1\",\"downtime_ms\":0}", &o, err, sizeof(err)), -EINVAL);
+	CHECK_CONTAINS(err, "downtime_ms");
+	CHECK_EQ(opts_from("{\"uri\":\"tcp:h:1\",\"downtime_ms\":\"1\"}", &o, err, sizeof(err)), -EINVAL);
+	CHECK_EQ(opts_from("{\"uri\":\"tcp:h:1\",\"compress\":\"lz4\"}", &o, err, sizeof(err)), -EINVAL);
+	CHECK_CONTAINS(err, "compress");
+	CHECK_EQ(opts_from("{\"uri\":\"tcp:h:1\",\"skip_free\":1}", &o, err, sizeof(err)), -EINVAL);
+	/* Parallel connections are not built yet: asking for them is an error. */
+	CHECK_EQ(opts_from("{\"uri\":\"tcp:h:1\",\"connections\":4}", &o, err, sizeof(err)), -EINVAL);
+}
+
+int main(int argc, char **argv)
+{
+	unit_init(argc, argv);
+	RUN(test_balloon_options);
+	RUN(test_run_balloon_and_incoming);
+	RUN(test_migrate_request);
+	return unit_done();
+}
