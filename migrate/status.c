@@ -98,7 +98,11 @@ json_t *migrate_status_json(struct vm *vm)
 		      "iterations", (int)st->iterations,
 		      "remaining_pages", (json_int_t)st->remaining_pages,
 		      "dirty_pages_per_s", st->dirty_pages_per_s,
-		      "throughput_mbps", st->bandwidth_bps * 8 / 1e6,
+		      /* Until an iteration measured it, the average so far. */
+		      "throughput_mbps",
+		      (st->bandwidth_bps > 0 ? st->bandwidth_bps
+		       : end > st->start_ns ? (double)st->bytes_wire * 1e9 / (double)(end - st->start_ns)
+					     : 0.0) * 8 / 1e6,
 		      "throttle_pct", (int)st->throttle_pct);
 	if (m->phase >= MIGRATE_COMPLETED) {
 		m->final_seen = true;
