@@ -401,20 +401,14 @@ static int sync_dirty(struct sender *s)
 static void on_hint(void *opaque, uint64_t gpa, uint64_t len)
 {
 	struct sender *s = opaque;
-	const struct guest_mem *mem = &s->vm->mem;
+	uint64_t first;
 
-	for (unsigned i = 0; i < mem->nregions; i++) {
-		const struct mem_region *r = &mem->regions[i];
-		uint64_t end = gpa + len;
-
-		if (gpa < r->gpa || end > r->gpa + r->size || end < gpa)
-			continue;
-		for (uint64_t a = gpa; a < end; a += GUEST_PAGE_SIZE) {
-			uint64_t p = (r->offset + a - r->gpa) >> GUEST_PAGE_SHIFT;
-
-			atomic_fetch_or(&s->hinted[p / 64], 1ULL << (p % 64));
-		}
-	}
+	/* Only whole blocks inside one RAM region count. */
+	if (!len || !gpa_to_hva(&s->vm->mem, gpa, len))
+		return;
+	first = guest_mem_offset(&s->vm->mem, gpa) >> GUEST_PAGE_SHIFT;
+	for (uint64_t p = first; p < first + (len >> GUEST_PAGE_SHIFT); p++)
+		atomic_fetch_or(&s->hinted[p / 64], 1ULL << (p % 64));
 	atomic_store(&s->hints_pending, true);
 }
 

@@ -130,23 +130,16 @@ static void balloon_reset(struct virtio_dev *dev)
 	}
 }
 
+/* [gpa, gpa+len) must lie in RAM (the callers checked it with gpa_to_hva). */
 static void mark_discarded(struct balloon *b, uint64_t gpa, uint64_t len, bool on)
 {
-	const struct guest_mem *mem = &b->dev.vm->mem;
+	uint64_t first = guest_mem_offset(&b->dev.vm->mem, gpa) >> GUEST_PAGE_SHIFT;
 
-	for (uint64_t a = gpa; a < gpa + len; a += GUEST_PAGE_SIZE) {
-		for (unsigned i = 0; i < mem->nregions; i++) {
-			const struct mem_region *r = &mem->regions[i];
-
-			if (a >= r->gpa && a - r->gpa < r->size) {
-				uint64_t p = (r->offset + a - r->gpa) >> GUEST_PAGE_SHIFT;
-
-				if (on)
-					b->discarded[p / 64] |= 1ULL << (p % 64);
-				else
-					b->discarded[p / 64] &= ~(1ULL << (p % 64));
-			}
-		}
+	for (uint64_t p = first; p < first + (len >> GUEST_PAGE_SHIFT); p++) {
+		if (on)
+			b->discarded[p / 64] |= 1ULL << (p % 64);
+		else
+			b->discarded[p / 64] &= ~(1ULL << (p % 64));
 	}
 }
 

@@ -57,7 +57,7 @@ int guest_mem_dirty_alloc(struct guest_mem *mem)
 }
 
 /* Offset of gpa inside the mapping, or UINT64_MAX outside RAM. */
-static uint64_t mapping_offset(const struct guest_mem *mem, uint64_t gpa)
+uint64_t guest_mem_offset(const struct guest_mem *mem, uint64_t gpa)
 {
 	for (unsigned i = 0; i < mem->nregions; i++) {
 		const struct mem_region *r = &mem->regions[i];
@@ -74,8 +74,8 @@ void guest_mem_mark_dirty(struct guest_mem *mem, uint64_t gpa, uint64_t len)
 
 	if (!mem->dirty || !len || __builtin_add_overflow(gpa, len - 1, &end))
 		return;
-	first = mapping_offset(mem, gpa);
-	last = mapping_offset(mem, end);
+	first = guest_mem_offset(mem, gpa);
+	last = guest_mem_offset(mem, end);
 	if (first == UINT64_MAX || last == UINT64_MAX)
 		return;
 	for (uint64_t p = first >> GUEST_PAGE_SHIFT; p <= last >> GUEST_PAGE_SHIFT; p++)
@@ -84,7 +84,7 @@ void guest_mem_mark_dirty(struct guest_mem *mem, uint64_t gpa, uint64_t len)
 
 bool guest_mem_test_dirty(const struct guest_mem *mem, uint64_t gpa)
 {
-	uint64_t off = mapping_offset(mem, gpa), p;
+	uint64_t off = guest_mem_offset(mem, gpa), p;
 
 	if (!mem->dirty || off == UINT64_MAX)
 		return false;

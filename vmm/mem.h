@@ -46,6 +46,10 @@ int guest_mem_dirty_alloc(struct guest_mem *mem);
 void guest_mem_mark_dirty(struct guest_mem *mem, uint64_t gpa, uint64_t len);
 /* Whether the page holding gpa is marked. */
 bool guest_mem_test_dirty(const struct guest_mem *mem, uint64_t gpa);
+/* Byte offset of gpa inside the one mapping (page n of RAM is offset
+ * n * 4096, whatever its gpa), or UINT64_MAX outside RAM. Page bitmaps
+ * (dirty, discarded, hinted) are indexed by offset >> 12. */
+uint64_t guest_mem_offset(const struct guest_mem *mem, uint64_t gpa);
 /* Number of pages of RAM (bits in the dirty bitmap). */
 uint64_t guest_mem_pages(const struct guest_mem *mem);
 
