@@ -254,6 +254,48 @@ int dirty_clear(struct dirty_log *d, uint64_t first_page, uint64_t npages, char 
 	return d->ops->clear(d, first_page, npages, err, errlen);
 }
 
+/* Slot boundaries are multiples of 64 pages (RAM comes in whole MiB), so
+ * a 64-aligned piece of the mapping is 64-aligned inside its slot too. */
+int dirty_clear_mask(struct dirty_log *d, uint64_t first, uint64_t n, const uint64_t *mask,
+		     char *err, size_t errlen)
+{
+	int rc;
+
+	if (!d->started)
+		return errf(-EINVAL, err, errlen, "dirty logging is off");
+	rc = check_range(d, first, n, err, errlen);
+	if (!rc && (first % 64 || (n % 64 && first + n != guest_mem_pages(d->mem))))
+		rc = errf(-EINVAL, err, errlen, "pages %llu+%llu are not 64-page aligned",
+			  (unsigned long long)first, (unsigned long long)n);
+	if (rc || d->ops != &dirty_ops_clear_log)
+		return rc; /* get-log: KVM_GET_DIRTY_LOG cleared and re-protected */
+	for (unsigned i = 0; i < d->mem->nregions && n; i++) {
+		const struct mem_region *r = &d->mem->regions[i];
+		uint64_t rfirst = region_first_page(r), rend = rfirst + region_pages(r);
+		uint64_t lo = first > rfirst ? first : rfirst;
+		uint64_t hi = first + n < rend ? first + n : rend;
+		struct kvm_clear_dirty_log log;
+
+		if (lo >= hi)
+			continue;
+		if (rfirst % 64)
+			return errf(-EINVAL, err, errlen, "slot %u is not 64-page aligned", i);
+		log = (struct kvm_clear_dirty_log){
+			.slot = i, .first_page = lo - rfirst, .num_pages = (uint32_t)(hi - lo),
+			.dirty_bitmap = (void *)(mask + (lo - first) / 64),
+		};
+		if (hi - lo > UINT32_MAX)
+			return errf(-E2BIG, err, errlen, "clearing %llu pages at once",
+				    (unsigned long long)(hi - lo));
+		if (ioctl(d->vm_fd, KVM_CLEAR_DIRTY_LOG, &log) < 0)
+			return errf(-errno, err, errlen,
+				    "KVM_CLEAR_DIRTY_LOG (slot %u, pages %llu+%llu): %s", i,
+				    (unsigned long long)(lo - rfirst), (unsigned long long)(hi - lo),
+				    strerror(errno));
+	}
+	return 0;
+}
+
 int dirty_stop(struct dirty_log *d, char *err, size_t errlen)
 {
 	if (!d->started)

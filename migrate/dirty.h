@@ -19,14 +19,16 @@
  *   KVM_GET_DIRTY_LOG reads, clears and re-protects in one go, so
  *   dirty_clear() does nothing.
  *
- * The pre-copy loop must go sync, then for each chunk to send: dirty_clear()
- * the chunk, then read and send it. Clearing before reading is what makes a
- * write that lands in between safe: it either is in the copy or dirties the
- * page again. dirty_clear() clears exactly the pages asked for: KVM wants
- * 64-page-aligned ranges, and the request is widened to them but the mask
- * handed to KVM_CLEAR_DIRTY_LOG has only the asked-for pages set, so a page
- * the caller did not send is never cleared. Sending in 64-page-aligned chunks
- * costs the fewest ioctls.
+ * The pre-copy loop must go sync, then clear the pages to send, then read
+ * and send them. Clearing before reading is what makes a write that lands
+ * in between safe: it either is in the copy or dirties the page again.
+ * The migration clears the whole send set right after each sync with
+ * dirty_clear_mask() (one ioctl per slot; see migrate/sender.h for why
+ * free page hints need that); dirty_clear() clears one range. Both clear
+ * exactly the pages asked for: KVM wants 64-page-aligned ranges, and the
+ * request is widened to them but the mask handed to KVM_CLEAR_DIRTY_LOG
+ * has only the asked-for pages set, so a page the caller did not send is
+ * never cleared.
  *
  * Everything returns 0 or -errno, and on failure writes one line naming the
  * first failing step into err. Not thread-safe: one migration thread. */
@@ -82,6 +84,15 @@ int dirty_sync(struct dirty_log *d, struct bitmap *out, char *err, size_t errlen
  * they are sent; the range may span slots but not leave RAM. */
 int dirty_clear(struct dirty_log *d, uint64_t first_page, uint64_t npages, char *err,
 		size_t errlen);
+/* Re-protects the pages of [first_page, first_page + npages) whose bit is
+ * set in mask (bit i, in word i / 64, is page first_page + i): one
+ * KVM_CLEAR_DIRTY_LOG per slot the range touches, however scattered the
+ * pages. first_page must be a multiple of 64 and npages too, unless the
+ * range ends RAM; mask has bitmap_words(npages) words. Uses nothing of d
+ * but its slot layout, so several threads may call it at once (each with
+ * its own mask). */
+int dirty_clear_mask(struct dirty_log *d, uint64_t first_page, uint64_t npages,
+		     const uint64_t *mask, char *err, size_t errlen);
 /* Removes KVM_MEM_LOG_DIRTY_PAGES from every slot. */
 int dirty_stop(struct dirty_log *d, char *err, size_t errlen);
 

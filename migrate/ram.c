@@ -1,5 +1,5 @@
 /* Page batches for the stream (see ram.h): zero detection, one zstd frame
- * per batch with ZSTD_compressStream2(ZSTD_e_end) in a loop, strict
+ * per batch with ZSTD_compress2 (stable buffers: no copy of the input), strict
  * decompression with ZSTD_decompressStream (in the manner of zstd's
  * streaming examples: stopping before the frame's end is an error), and
  * the `--compress auto` policy. */
@@ -86,14 +86,15 @@ int ram_compressor_set_checksum(struct ram_compressor *c, bool on)
 	return 0;
 }
 
-ssize_t ram_compress(struct ram_compressor *c, const void *src, size_t len, void *dst, size_t cap)
+/* The streaming API fills dst to the last byte, where the one-shot one
+ * wants some slack: the fallback when dst is (nearly) too small. */
+static ssize_t compress_streaming(struct ram_compressor *c, const void *src, size_t len,
+				  void *dst, size_t cap)
 {
 	ZSTD_inBuffer in = { src, len, 0 };
 	ZSTD_outBuffer out = { dst, cap, 0 };
 	size_t left;
 
-	if (!c->cctx)
-		return -EINVAL;
 	ZSTD_CCtx_reset(c->cctx, ZSTD_reset_session_only);
 	for (;;) {
 		left = ZSTD_compressStream2(c->cctx, &out, &in, ZSTD_e_end);
@@ -108,6 +109,22 @@ ssize_t ram_compress(struct ram_compressor *c, const void *src, size_t len, void
 			return -ENOSPC;
 		}
 	}
+}
+
+ssize_t ram_compress(struct ram_compressor *c, const void *src, size_t len, void *dst, size_t cap)
+{
+	size_t r;
+
+	if (!c->cctx)
+		return -EINVAL;
+	/* One call with stable buffers: zstd reads the input where it is,
+	 * where the streaming API first copies it into its window. */
+	r = ZSTD_compress2(c->cctx, dst, cap, src, len);
+	if (!ZSTD_isError(r))
+		return (ssize_t)r;
+	if (ZSTD_getErrorCode(r) != ZSTD_error_dstSize_tooSmall)
+		return RAM_E_ZSTD;
+	return compress_streaming(c, src, len, dst, cap);
 }
 
 void ram_compressor_free(struct ram_compressor *c)

@@ -52,7 +52,8 @@ int ram_compressor_init(struct ram_compressor *c, int level);
 int ram_compressor_set_checksum(struct ram_compressor *c, bool on);
 /* Compresses src[0, len) into dst as one complete frame: its size, -ENOSPC
  * when it does not fit in cap (send RAW; passing cap < len makes a frame
- * that saves nothing come back -ENOSPC too), or RAM_E_ZSTD. */
+ * that saves nothing come back -ENOSPC too), or RAM_E_ZSTD. With cap at
+ * least ZSTD_compressBound(len) the input is read in place, never copied. */
 ssize_t ram_compress(struct ram_compressor *c, const void *src, size_t len, void *dst, size_t cap);
 void ram_compressor_free(struct ram_compressor *c);
 

@@ -666,6 +666,7 @@ int mig_conn_send(struct mig_conn *c, const void *buf, size_t len)
 	s->sub = 0;
 	s->inflight = false;
 	c->count++;
+	c->bytes_queued += len;
 	reap(c); /* completions so far; starts a chain if none is in flight */
 	return c->send_error;
 }
@@ -681,6 +682,25 @@ int mig_conn_flush(struct mig_conn *c, int timeout_ms)
 		reap(c);
 		if (!c->count)
 			return c->send_error;
+		r = wait_some(c, deadline);
+		if (r < 0)
+			return r;
+	}
+}
+
+int mig_conn_wait_sent(struct mig_conn *c, uint64_t bytes, int timeout_ms)
+{
+	int64_t deadline = deadline_of(timeout_ms);
+	int r;
+
+	if (!c->ring_ok)
+		return -EBADF;
+	for (;;) {
+		reap(c);
+		if (c->send_error)
+			return c->send_error;
+		if (c->bytes_sent >= bytes || !c->count)
+			return 0;
 		r = wait_some(c, deadline);
 		if (r < 0)
 			return r;

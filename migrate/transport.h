@@ -94,6 +94,7 @@ struct mig_conn {
 	bool recv_done;
 	int recv_res;
 	/* Statistics. */
+	uint64_t bytes_queued;      /* handed to mig_conn_send */
 	uint64_t bytes_sent;        /* confirmed by completions */
 	uint64_t bytes_received;
 	uint64_t send_sqes;         /* send SQEs submitted */
@@ -117,6 +118,11 @@ int mig_conn_send(struct mig_conn *c, const void *buf, size_t len);
  * is in flight any more), or -ETIMEDOUT (buffers still in use: flush again
  * or close). timeout_ms < 0: forever. */
 int mig_conn_flush(struct mig_conn *c, int timeout_ms);
+/* Waits until the first `bytes` bytes ever queued (bytes_queued counts
+ * them) are sent, so that a caller cycling through several buffers can
+ * reuse the oldest one without waiting for the newer ones: 0, the sticky
+ * error, or -ETIMEDOUT. */
+int mig_conn_wait_sent(struct mig_conn *c, uint64_t bytes, int timeout_ms);
 /* Bytes queued and not yet confirmed sent. */
 size_t mig_conn_unsent(const struct mig_conn *c);
 

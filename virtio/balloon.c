@@ -475,6 +475,21 @@ int balloon_hint_wait(struct balloon *b, int timeout_ms)
 	return rc;
 }
 
+void balloon_hint_stop(struct balloon *b)
+{
+	pthread_mutex_lock(&b->dev.lock);
+	b->hint_fn = NULL;
+	if (b->hint_state == HINT_REQUESTED || b->hint_state == HINT_RUNNING) {
+		b->hint_state = HINT_STOPPED;
+		b->hint_stopped_ns = now_ns();
+		b->hint_cmd_id = VIRTIO_BALLOON_CMD_ID_STOP;
+		pthread_cond_broadcast(&b->hint_cond);
+		if (b->dev.status & VIRTIO_STATUS_DRIVER_OK)
+			virtio_notify_config(&b->dev);
+	}
+	pthread_mutex_unlock(&b->dev.lock);
+}
+
 void balloon_hint_done(struct balloon *b)
 {
 	pthread_mutex_lock(&b->dev.lock);

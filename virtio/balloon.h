@@ -80,6 +80,10 @@ int balloon_hint_start(struct balloon *b, balloon_hint_fn fn, void *opaque);
 int balloon_hint_wait(struct balloon *b, int timeout_ms);
 /* Ends the round: writes DONE (the guest takes its pages back). */
 void balloon_hint_done(struct balloon *b);
+/* Ends the round without giving the hinted blocks back (cmd id STOP): the
+ * guest keeps them until balloon_hint_done(), and a later round reports
+ * only blocks freed since. No hint callback runs after this returns. */
+void balloon_hint_stop(struct balloon *b);
 /* Round figures, for the hint command's reply. */
 json_t *balloon_hint_json(struct balloon *b);
 

@@ -352,6 +352,24 @@ static void test_dirty_clear_log(void)
 	check_dirty_set("phase 1 after a partial clear", &b, phase1_half, 5);
 	CHECK_EQ(dirty_clear(&d, NPAGES - 1, 2, err, sizeof(err)), -EINVAL);
 	CHECK_CONTAINS(err, "outside RAM");
+	/* A mask over all of RAM (both slots): only its set pages are cleared. */
+	{
+		static const uint64_t left[] = { 0, 0x24, 0x26, 0x27 };
+		struct bitmap mask;
+
+		REQUIRE(bitmap_alloc(&mask, NPAGES) == 0);
+		bitmap_set(&mask, 0x25);
+		bitmap_set(&mask, NPAGES - 1); /* slot 1, not dirty: no harm */
+		REQUIRE(dirty_clear_mask(&d, 0, NPAGES, mask.words, err, sizeof(err)) == 0);
+		REQUIRE(sync_into(&d, &b) == 0);
+		check_dirty_set("phase 1 after a mask clear", &b, left, 4);
+		CHECK_EQ(dirty_clear_mask(&d, 1, 64, mask.words, err, sizeof(err)), -EINVAL);
+		CHECK_CONTAINS(err, "aligned");
+		CHECK_EQ(dirty_clear_mask(&d, 0, 65, mask.words, err, sizeof(err)), -EINVAL);
+		CHECK_EQ(dirty_clear_mask(&d, NPAGES - 64, 128, mask.words, err, sizeof(err)),
+			 -EINVAL);
+		bitmap_free(&mask);
+	}
 
 	/* A clear that spans both slots, then writes in slot 1 (through
 	 * segment 0xffff) and two VMM-side writes, one per slot. */
