@@ -1,64 +1,67 @@
 /* The destination side of live migration (`vmm run --incoming URI`): waits
- * for one source, checks and loads the whole stream into a VM that has not
- * run, and only then lets vm_run() start the vCPUs. Anything wrong ends
- * with one line and a non-zero exit: a partial guest never runs. */
+ * for one source, accepts as many connections as its HELLO announces,
+ * checks and loads the whole stream into a VM that has not run, and only
+ * then lets vm_run() start the vCPUs. Connection 0 is read here (HELLO,
+ * RAM, the state, END); connections 1..N-1 carry RAM only and are read by
+ * their own threads (receiver.c), which must all have reached their END
+ * before the first state section is loaded. Anything wrong ends with one
+ * line and a non-zero exit: a partial guest never runs. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include "migrate/migration.h"
 #include "migrate/ram.h"
+#include "migrate/receiver.h"
 #include "migrate/state.h"
 #include "migrate/stream.h"
+#include "migrate/trace.h"
 #include "migrate/transport.h"
 #include "virtio/balloon.h"
 #include "vmm/util.h"
 #include "vmm/vcpu.h"
 #include "vmm/vm.h"
 
-#define RECV_BUF (STREAM_HDR_SIZE + STREAM_MAX_PAYLOAD + 4096)
-#define RECV_TIMEOUT_MS 60000
+#define JOIN_TIMEOUT_MS 30000 /* for connections 1..N-1 to arrive and JOIN */
+#define MAX_CONNECTIONS 16
 
 struct receiver {
 	struct vm *vm;
-	struct mig_conn conn;
-	bool conn_open;
-	struct stream_seq seq;
-	struct stream_layout layout;
-	struct stream_region regions[2];
-	struct ram_decompressor zd;
-	uint8_t *buf, *scratch;
-	size_t have;
-	char err[320];
+	struct recv_shared rx;
+	struct recv_lane *lanes[MAX_CONNECTIONS]; /* by connection index */
+	unsigned nlanes;      /* lanes open */
+	unsigned connections; /* HELLO's */
+	bool lanes_done;
+	int listen_fd;
 };
 
 static int refuse(struct receiver *r, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int refuse(struct receiver *r, int rc, const char *fmt, ...)
 {
+	char msg[320];
 	va_list ap;
 
-	if (!r->err[0]) {
-		va_start(ap, fmt);
-		vsnprintf(r->err, sizeof(r->err), fmt, ap);
-		va_end(ap);
-	}
-	return rc < 0 ? rc : -EIO;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	return recv_fail(&r->rx, rc, "%s", msg);
 }
 
 static int send_now(struct receiver *r, const uint8_t *buf, ssize_t len)
 {
+	struct mig_conn *c;
 	int rc;
 
-	if (!r->conn_open)
+	if (!r->lanes[0] || !r->lanes[0]->conn_open)
 		return -ENOTCONN;
+	c = &r->lanes[0]->conn;
 	if (len < 0)
 		return refuse(r, (int)len, "encoding a reply: %s", stream_strerror((int)len));
-	rc = mig_conn_send(&r->conn, buf, (size_t)len);
+	rc = mig_conn_send(c, buf, (size_t)len);
 	if (!rc)
-		rc = mig_conn_flush(&r->conn, RECV_TIMEOUT_MS);
+		rc = mig_conn_flush(c, RECV_TIMEOUT_MS);
 	return rc ? refuse(r, rc, "replying to the source: %s", strerror(-rc)) : 0;
 }
 
@@ -94,41 +97,6 @@ static int check_hello(struct receiver *r, const struct stream_hello *got)
 		      got->devices_len, got->devices, stream_strerror(rc));
 }
 
-static int load_ram(struct receiver *r, const struct stream_record *rec)
-{
-	const struct stream_ram *ram = &rec->ram;
-	const uint8_t *data = ram->data;
-	int rc = stream_check_ram_ranges(rec, &r->layout);
-
-	if (rc)
-		return refuse(r, rc, "bad RAM record: %s", stream_strerror(rc));
-	if (ram->encoding == STREAM_RAM_ZSTD) {
-		ssize_t n = ram_decompress(&r->zd, ram->data, ram->data_len, r->scratch, ram->raw_len);
-
-		if (n < 0)
-			return refuse(r, (int)n, "bad compressed RAM: %s", ram_strerror((int)n));
-		data = r->scratch;
-	}
-	for (unsigned i = 0; i < ram->nr_ranges; i++) {
-		struct stream_range range = stream_ram_range(rec, i);
-		size_t len = (size_t)range.pages << GUEST_PAGE_SHIFT;
-		uint8_t *dst = gpa_to_hva(&r->vm->mem, range.gpa, len);
-
-		if (!dst)
-			return refuse(r, -EINVAL, "RAM range outside guest memory");
-		if (ram->encoding == STREAM_RAM_ZERO) {
-			/* Dropping the pages makes them read as zero without touching
-			 * them: a fresh destination has nothing to fault in. */
-			if (madvise(dst, len, MADV_DONTNEED))
-				memset(dst, 0, len);
-		} else {
-			memcpy(dst, data, len);
-			data += len;
-		}
-	}
-	return 0;
-}
-
 static int load_state(struct receiver *r, const struct stream_state *st)
 {
 	struct state_reader rd;
@@ -156,10 +124,143 @@ static int load_state(struct receiver *r, const struct stream_state *st)
 	return 0;
 }
 
-/* Handles one record; returns 1 after END, 0 to go on, or an error. */
+static int check_connections(struct receiver *r, const struct stream_hello *got)
+{
+	if (got->connections > MAX_CONNECTIONS)
+		return refuse(r, -EINVAL, "the source asks for %u connections; at most %u here",
+			      got->connections, MAX_CONNECTIONS);
+	r->connections = got->connections;
+	r->rx.nlanes = got->connections;
+	return 0;
+}
+
+/* A new lane on fd; its index is its order of arrival until its JOIN says. */
+static struct recv_lane *open_lane(struct receiver *r, int fd)
+{
+	struct recv_lane *l = calloc(1, sizeof(*l));
+	int rc = l ? recv_lane_init(&r->rx, l, r->nlanes, fd) : -ENOMEM;
+
+	if (rc) {
+		free(l);
+		close(fd);
+		refuse(r, rc, "connection %u: %s", r->nlanes, strerror(-rc));
+		return NULL;
+	}
+	return l;
+}
+
+static void close_lane(struct recv_lane *l)
+{
+	recv_lane_free(l);
+	free(l);
+}
+
+/* Reads a new connection's JOIN: 0 once it joined as r->lanes[index]. */
+static int join(struct receiver *r, struct recv_lane *l, int timeout_ms)
+{
+	struct stream_record rec;
+	int rc;
+
+	stream_seq_init_join(&l->seq, &r->lanes[0]->seq);
+	rc = recv_lane_next(l, &rec, timeout_ms);
+	if (rc < 0)
+		return rc;
+	if (rec.type == STREAM_ERROR)
+		return refuse(r, -EPROTO, "the source gave up: %.*s", rec.error.reason_len,
+			      rec.error.reason);
+	rc = stream_seq_next(&l->seq, &rec);
+	if (rc)
+		return refuse(r, rc, "a migration connection did not join: %s", stream_strerror(rc));
+	if (r->lanes[rec.join.index])
+		return refuse(r, -EINVAL, "connection %u joined twice", rec.join.index);
+	l->index = rec.join.index;
+	r->lanes[l->index] = l;
+	r->nlanes++;
+	return 0;
+}
+
+/* Connections 1..N-1: each must arrive, and JOIN this migration, within
+ * JOIN_TIMEOUT_MS in all. */
+static int accept_joins(struct receiver *r)
+{
+	uint64_t deadline = now_ns() + JOIN_TIMEOUT_MS * 1000000ULL;
+	char err[256];
+
+	while (r->nlanes < r->connections) {
+		uint64_t now = now_ns();
+		int left = now < deadline ? (int)((deadline - now) / 1000000ULL) + 1 : 0;
+		struct recv_lane *l;
+		int fd, rc;
+
+		fd = left ? transport_accept(r->listen_fd, left, err, sizeof(err)) : -ETIMEDOUT;
+		if (fd == -ETIMEDOUT)
+			return refuse(r, fd, "only %u of the %u migration connections arrived within %d s",
+				      r->nlanes, r->connections, JOIN_TIMEOUT_MS / 1000);
+		if (fd < 0)
+			return refuse(r, fd, "--incoming: %s", err);
+		l = open_lane(r, fd);
+		if (!l)
+			return -ENOMEM;
+		rc = join(r, l, left);
+		if (rc) {
+			close_lane(l);
+			return rc;
+		}
+	}
+	return 0;
+}
+
+/* The receiving threads of connections 1..N-1, after every one joined. */
+static int start_lanes(struct receiver *r)
+{
+	for (unsigned i = 1; i < r->connections; i++) {
+		int rc = recv_lane_start(r->lanes[i]);
+
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+/* Every other connection has delivered all its RAM (its END). */
+static int wait_lanes(struct receiver *r)
+{
+	int rc = 0;
+
+	for (unsigned i = 1; i < r->connections && !r->lanes_done; i++) {
+		int lrc = recv_lane_join(r->lanes[i]);
+
+		if (lrc && !rc)
+			rc = lrc;
+	}
+	r->lanes_done = true;
+	return rc;
+}
+
+static int setup(struct receiver *r, const struct stream_hello *hello)
+{
+	int rc = check_hello(r, hello);
+
+	if (!rc)
+		rc = check_connections(r, hello);
+	if (!rc)
+		rc = ack(r, STREAM_PHASE_SETUP);
+	if (!rc)
+		rc = accept_joins(r);
+	if (!rc)
+		rc = ack(r, STREAM_PHASE_CONNECTED);
+	if (!rc)
+		rc = start_lanes(r);
+	close(r->listen_fd);
+	r->listen_fd = -1;
+	return rc;
+}
+
+/* Handles one record of connection 0; returns 1 after END, 0 to go on, or
+ * an error. */
 static int handle(struct receiver *r, const struct stream_record *rec)
 {
-	int rc = stream_seq_next(&r->seq, rec);
+	int rc = stream_seq_next(&r->lanes[0]->seq, rec);
 
 	if (rec->type == STREAM_ERROR)
 		return refuse(r, -EPROTO, "the source gave up: %.*s", rec->error.reason_len,
@@ -168,13 +269,28 @@ static int handle(struct receiver *r, const struct stream_record *rec)
 		return refuse(r, rc, "records out of order: %s", stream_strerror(rc));
 	switch (rec->type) {
 	case STREAM_HELLO:
-		rc = check_hello(r, &rec->hello);
-		return rc ? rc : ack(r, STREAM_PHASE_SETUP);
-	case STREAM_RAM: return load_ram(r, rec);
-	case STREAM_ITER: return 0;
-	case STREAM_PRECOPY_DONE: return ack(r, STREAM_PHASE_PRECOPY_DONE);
-	case STREAM_STATE: return load_state(r, &rec->state);
-	case STREAM_END: return 1;
+		mig_trace("destination: HELLO");
+		rc = setup(r, &rec->hello);
+		mig_trace("destination: %u connections joined", r->connections);
+		return rc;
+	case STREAM_RAM: return recv_load_ram(r->lanes[0], rec);
+	case STREAM_ITER:
+		mig_trace("destination: ITER %u", rec->iteration);
+		return 0;
+	case STREAM_SYNC: return ack(r, STREAM_PHASE_SYNCED);
+	case STREAM_PRECOPY_DONE:
+		mig_trace("destination: PRECOPY_DONE");
+		return ack(r, STREAM_PHASE_PRECOPY_DONE);
+	case STREAM_STATE:
+		/* State goes in only once all RAM is there. */
+		if (!r->lanes_done)
+			recv_lane_trace(r->lanes[0], "first STATE");
+		rc = wait_lanes(r);
+		return rc ? rc : load_state(r, &rec->state);
+	case STREAM_END:
+		rc = wait_lanes(r);
+		mig_trace("destination: END");
+		return rc ? rc : 1;
 	}
 	return refuse(r, -EPROTO, "unexpected record type %u from the source", rec->type);
 }
@@ -183,26 +299,13 @@ static int receive(struct receiver *r)
 {
 	for (;;) {
 		struct stream_record rec;
-		size_t used = 0;
-		ssize_t n;
-		int rc = stream_decode(r->buf, r->have, &rec, &used);
+		int rc = recv_lane_next(r->lanes[0], &rec, RECV_TIMEOUT_MS);
 
 		if (rc < 0)
-			return refuse(r, rc, "bad migration stream: %s", stream_strerror(rc));
-		if (rc > 0) {
-			rc = handle(r, &rec);
-			memmove(r->buf, r->buf + used, r->have - used);
-			r->have -= used;
-			if (rc)
-				return rc;
-			continue;
-		}
-		n = mig_conn_recv(&r->conn, r->buf + r->have, RECV_BUF - r->have, RECV_TIMEOUT_MS);
-		if (n == 0)
-			return refuse(r, -ECONNRESET, "the migration stream ended early (source gone?)");
-		if (n < 0)
-			return refuse(r, (int)n, "receiving the migration stream: %s", strerror((int)-n));
-		r->have += (size_t)n;
+			return rc;
+		rc = handle(r, &rec);
+		if (rc)
+			return rc;
 	}
 }
 
@@ -210,25 +313,32 @@ static int accept_source(struct receiver *r, const char *uri)
 {
 	struct transport_addr addr;
 	char err[256];
-	int lfd, fd, rc;
+	int fd;
 
 	if (transport_parse_uri(uri, &addr, err, sizeof(err)))
 		return refuse(r, -EINVAL, "--incoming: %s", err);
-	lfd = transport_listen(&addr, err, sizeof(err));
-	if (lfd < 0)
-		return refuse(r, lfd, "--incoming: %s", err);
+	r->listen_fd = transport_listen(&addr, err, sizeof(err));
+	if (r->listen_fd < 0)
+		return refuse(r, r->listen_fd, "--incoming: %s", err);
 	/* Waits for the source as long as it takes; a signal ends vmm. */
-	fd = transport_accept(lfd, -1, err, sizeof(err));
-	close(lfd);
+	fd = transport_accept(r->listen_fd, -1, err, sizeof(err));
 	if (fd < 0)
 		return refuse(r, fd, "--incoming: %s", err);
-	rc = mig_conn_init(&r->conn, fd, 16);
-	if (rc) {
-		close(fd);
-		return refuse(r, rc, "io_uring: %s", strerror(-rc));
-	}
-	r->conn_open = true;
+	r->lanes[0] = open_lane(r, fd);
+	if (!r->lanes[0])
+		return -ENOMEM;
+	r->nlanes = 1;
+	stream_seq_init(&r->lanes[0]->seq);
 	return 0;
+}
+
+/* Stops every lane (they look at the abort flag twice a second). */
+static void stop_lanes(struct receiver *r)
+{
+	atomic_store(&r->rx.abort, true);
+	for (unsigned i = 1; i < MAX_CONNECTIONS; i++)
+		if (r->lanes[i])
+			recv_lane_join(r->lanes[i]);
 }
 
 int migrate_incoming(struct vm *vm, const char *uri)
@@ -236,33 +346,35 @@ int migrate_incoming(struct vm *vm, const char *uri)
 	struct receiver *r = calloc(1, sizeof(*r));
 	int rc;
 
-	if (!r || !(r->buf = malloc(RECV_BUF)) || !(r->scratch = malloc(STREAM_RAM_MAX_BYTES)) ||
-	    ram_decompressor_init(&r->zd))
+	if (!r)
 		die("incoming migration: out of memory");
 	r->vm = vm;
-	stream_seq_init(&r->seq);
-	for (unsigned i = 0; i < vm->mem.nregions; i++)
-		r->regions[i] = (struct stream_region){ vm->mem.regions[i].gpa, vm->mem.regions[i].size };
-	r->layout = (struct stream_layout){ GUEST_PAGE_SIZE, vm->mem.nregions, r->regions };
+	r->listen_fd = -1;
+	recv_shared_init(&r->rx, vm);
+	recv_ram_begin(vm);
 	rc = accept_source(r, uri);
 	if (!rc)
 		rc = receive(r);
 	if (rc == 1)
 		rc = ack(r, STREAM_PHASE_COMPLETE);
-	if (rc && r->conn_open) {
-		uint8_t buf[512];
-		ssize_t len = stream_encode_error(buf, sizeof(buf), 1, r->err);
+	mig_trace("destination: COMPLETE sent");
+	if (rc) {
+		stop_lanes(r);
+		if (r->lanes[0] && r->lanes[0]->conn_open) {
+			uint8_t buf[512];
+			ssize_t len = stream_encode_error(buf, sizeof(buf), 1, r->rx.err);
 
-		if (len > 0 && !mig_conn_send(&r->conn, buf, (size_t)len))
-			mig_conn_flush(&r->conn, 1000);
+			if (len > 0 && !mig_conn_send(&r->lanes[0]->conn, buf, (size_t)len))
+				mig_conn_flush(&r->lanes[0]->conn, 1000);
+		}
+		log_err("incoming migration failed: %s", r->rx.err);
 	}
-	if (rc)
-		log_err("incoming migration failed: %s", r->err);
-	if (r->conn_open)
-		mig_conn_close(&r->conn);
-	ram_decompressor_free(&r->zd);
-	free(r->scratch);
-	free(r->buf);
+	for (unsigned i = 0; i < MAX_CONNECTIONS; i++)
+		if (r->lanes[i])
+			close_lane(r->lanes[i]);
+	if (r->listen_fd >= 0)
+		close(r->listen_fd);
+	recv_ram_end(vm);
 	free(r);
 	if (!rc && vm->balloon)
 		virtio_resume(&vm->balloon->dev);

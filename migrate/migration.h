@@ -21,7 +21,7 @@ struct migrate_options {
 	unsigned timeout_s;    /* 0: none */
 	bool skip_free;        /* skip hinted, reported and never-touched pages */
 	enum migrate_compress compress;
-	unsigned connections;  /* 1 for now */
+	unsigned connections;  /* parallel connections, each with its own lane (1..16) */
 };
 
 enum migrate_phase {
@@ -42,6 +42,7 @@ struct migrate_stats {
 	uint64_t skipped_hinted, skipped_reported, skipped_untouched;
 	uint64_t raw_bytes_compressed, zstd_bytes; /* for the compression ratio */
 	unsigned iterations;
+	unsigned hint_rounds;     /* free page hint rounds started */
 	uint64_t remaining_pages;
 	double dirty_pages_per_s;
 	double bandwidth_bps;

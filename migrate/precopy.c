@@ -1,8 +1,11 @@
 /* The source side of live migration: a thread that connects to the
- * destination, sends RAM in a bulk pass and then in iterations over the
- * dirty pages, skipping the pages the guest reports as free, and finishes
- * with stop-and-copy of the remaining pages and the vCPU, VM and device
- * state. See docs/migration.md for the ordering rules. */
+ * destination (one connection, or --connections N), sends RAM in a bulk
+ * pass and then in iterations over the dirty pages, skipping the pages the
+ * guest reports as free, and finishes with stop-and-copy of the remaining
+ * pages and the vCPU, VM and device state. This file is the coordinator:
+ * setup, dirty-log syncs, hint rounds, convergence, state; the RAM itself
+ * goes through the lanes of sender.c, one per connection. See
+ * docs/migration.md for the ordering rules. */
 #include "migrate/migration.h"
 
 #include <errno.h>
@@ -10,53 +13,41 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "migrate/bitmap.h"
 #include "migrate/dirty.h"
 #include "migrate/ram.h"
+#include "migrate/sender.h"
 #include "migrate/state.h"
 #include "migrate/stream.h"
+#include "migrate/trace.h"
 #include "migrate/transport.h"
 #include "virtio/balloon.h"
 #include "vmm/util.h"
 #include "vmm/vcpu.h"
 #include "vmm/vm.h"
 
-#define CHUNK_PAGES 256 /* 1 MiB: fewer ioctls and records per MiB */
-#define NBUFS 16
-#define BUF_SIZE (STREAM_HDR_SIZE + STREAM_RAM_HDR_SIZE + \
-		  CHUNK_PAGES * STREAM_RAM_RANGE_SIZE + CHUNK_PAGES * GUEST_PAGE_SIZE + 4096)
 #define MAX_ITERATIONS 60
-#define IO_TIMEOUT_MS 30000
-#define PAGEMAP_PRESENT (1ULL << 63)
-#define PAGEMAP_SWAPPED (1ULL << 62)
+#define IO_TIMEOUT_MS SEND_IO_TIMEOUT_MS
 
-/* Everything the sending thread owns. */
+/* Everything the coordinating thread owns. */
 struct sender {
 	struct migration *m;
 	struct vm *vm;
-	struct mig_conn conn;
+	struct mig_conn conn;           /* connection 0: control records, and lane 0's RAM */
 	bool conn_open;
+	struct reply_buf reply;         /* the destination's records on connection 0 */
 	struct dirty_log dirty;
 	bool dirty_on;
-	struct bitmap send;             /* pages still to send in this pass */
-	_Atomic uint64_t *hinted;       /* hinted pages not yet applied */
-	_Atomic bool hints_pending;
-	uint64_t npages;
-	int pagemap_fd;
-	uint8_t *bufs[NBUFS];
-	unsigned next_buf;
-	uint8_t *staging;               /* data pages gathered for zstd */
-	struct ram_compressor zc;
-	bool zc_on;
-	struct ram_auto autoc;
-	bool hinting;
+	struct ram_sender rs;           /* the lanes, and the send bitmap */
+	bool hinting;                   /* a hint round runs */
+	bool hint_due;                  /* a round ran: DONE is due */
 	bool paused;
 	uint32_t section_id;
 	uint32_t state_count;
-	uint64_t ram_pages;
 	double pages_per_s;             /* measured over the last pass */
 	_Atomic unsigned throttle_pct;
 	_Atomic bool throttle_stop;
@@ -98,22 +89,6 @@ static int check_abort(struct sender *s)
 	return 0;
 }
 
-/* A record buffer that is free to fill: the pool is reused in order, and
- * all sends are waited for when it wraps. */
-static int next_buffer(struct sender *s, uint8_t **buf)
-{
-	int rc;
-
-	if (s->next_buf == NBUFS) {
-		rc = mig_conn_flush(&s->conn, IO_TIMEOUT_MS);
-		if (rc)
-			return fail(s, rc, "sending: %s", strerror(-rc));
-		s->next_buf = 0;
-	}
-	*buf = s->bufs[s->next_buf++];
-	return 0;
-}
-
 static int send_record(struct sender *s, const uint8_t *buf, ssize_t len)
 {
 	int rc;
@@ -126,176 +101,16 @@ static int send_record(struct sender *s, const uint8_t *buf, ssize_t len)
 	return 0;
 }
 
-static uint64_t page_gpa(const struct guest_mem *mem, uint64_t page)
-{
-	uint64_t off = page << GUEST_PAGE_SHIFT;
-
-	if (mem->nregions > 1 && off >= mem->regions[1].offset)
-		return mem->regions[1].gpa + (off - mem->regions[1].offset);
-	return off;
-}
-
-/* Appends page to ranges, merging with the last range when adjacent. */
-static void add_range(struct stream_range *r, unsigned *n, uint64_t gpa)
-{
-	if (*n && r[*n - 1].gpa + ((uint64_t)r[*n - 1].pages << GUEST_PAGE_SHIFT) == gpa) {
-		r[*n - 1].pages++;
-		return;
-	}
-	r[*n].gpa = gpa;
-	r[*n].pages = 1;
-	(*n)++;
-}
-
-static bool want_compress(struct sender *s)
-{
-	switch (s->m->opt.compress) {
-	case COMPRESS_ZSTD: return true;
-	case COMPRESS_NONE: return false;
-	case COMPRESS_AUTO: break;
-	}
-	return ram_auto_should_compress(&s->autoc);
-}
-
-static int send_data_pages(struct sender *s, const struct stream_range *ranges, unsigned nr,
-			   const uint64_t *pages, unsigned npages)
-{
-	struct stream_ram_enc e;
-	uint8_t *buf;
-	size_t raw = (size_t)npages << GUEST_PAGE_SHIFT;
-	ssize_t len = -1;
-	int rc = next_buffer(s, &buf);
-
-	if (rc)
-		return rc;
-	if (s->zc_on && want_compress(s)) {
-		for (unsigned i = 0; i < npages; i++)
-			memcpy(s->staging + ((size_t)i << GUEST_PAGE_SHIFT),
-			       s->vm->mem.base + (pages[i] << GUEST_PAGE_SHIFT), GUEST_PAGE_SIZE);
-		rc = stream_ram_begin(&e, buf, BUF_SIZE, STREAM_RAM_ZSTD, GUEST_PAGE_SIZE, ranges, nr);
-		if (rc)
-			return fail(s, rc, "encoding RAM: %s", stream_strerror(rc));
-		len = ram_auto_compress(&s->autoc, &s->zc, s->staging, raw, e.data,
-					e.room < raw ? e.room : raw - 1);
-		if (len > 0) {
-			s->m->st.pages_zstd += npages;
-			s->m->st.raw_bytes_compressed += raw;
-			s->m->st.zstd_bytes += (uint64_t)len;
-			return send_record(s, buf, stream_ram_finish(&e, (size_t)len));
-		}
-	} else if (s->zc_on) {
-		ram_auto_note_raw(&s->autoc);
-	}
-	rc = stream_ram_begin(&e, buf, BUF_SIZE, STREAM_RAM_RAW, GUEST_PAGE_SIZE, ranges, nr);
-	if (rc)
-		return fail(s, rc, "encoding RAM: %s", stream_strerror(rc));
-	for (unsigned i = 0; i < npages; i++)
-		memcpy(e.data + ((size_t)i << GUEST_PAGE_SHIFT),
-		       s->vm->mem.base + (pages[i] << GUEST_PAGE_SHIFT), GUEST_PAGE_SIZE);
-	s->m->st.pages_raw += npages;
-	return send_record(s, buf, stream_ram_finish(&e, raw));
-}
-
-static int send_zero_pages(struct sender *s, const struct stream_range *ranges, unsigned nr,
-			   unsigned npages)
-{
-	uint8_t *buf;
-	int rc = next_buffer(s, &buf);
-
-	if (rc)
-		return rc;
-	s->m->st.pages_zero += npages;
-	return send_record(s, buf, stream_encode_ram(buf, BUF_SIZE, STREAM_RAM_ZERO, GUEST_PAGE_SIZE,
-						     ranges, nr, NULL, 0));
-}
-
-static bool page_discarded(struct sender *s, uint64_t page)
-{
-	struct balloon *b = s->vm->balloon;
-
-	return b && (b->discarded[page / 64] >> (page % 64)) & 1;
-}
-
-/* Re-protects exactly the pages about to be read, in runs. */
-static int clear_dirty(struct sender *s, uint64_t first, unsigned n, const bool *take)
+/* The dirty pages into the send set, and all of them re-protected at
+ * once: from here any write to any page reaches the next sync. */
+static int sync_dirty(struct sender *s)
 {
 	char err[200];
+	int rc = dirty_sync(&s->dirty, &s->rs.send, err, sizeof(err));
 
-	for (unsigned i = 0; i < n;) {
-		unsigned j = i;
-		int rc;
-
-		if (!take[i]) {
-			i++;
-			continue;
-		}
-		while (j < n && take[j])
-			j++;
-		rc = dirty_clear(&s->dirty, first + i, j - i, err, sizeof(err));
-		if (rc)
-			return fail(s, rc, "%s", err);
-		i = j;
-	}
-	return 0;
-}
-
-/* Sends the pages of one 64-page chunk that are in the send set. In the
- * bulk pass the destination's memory is still zero, so pages that read as
- * zero without ever being touched need not travel at all. */
-static int send_chunk(struct sender *s, uint64_t first, bool bulk)
-{
-	unsigned n = (unsigned)(s->npages - first < CHUNK_PAGES ? s->npages - first : CHUNK_PAGES);
-	struct stream_range data_r[CHUNK_PAGES], zero_r[CHUNK_PAGES];
-	uint64_t data_p[CHUNK_PAGES], pm[CHUNK_PAGES];
-	unsigned nd = 0, ndr = 0, nz = 0, nzr = 0;
-	bool take[CHUNK_PAGES] = { false };
-	bool skip_free = s->m->opt.skip_free;
-	int rc;
-
-	for (unsigned i = 0; i < n; i++) {
-		take[i] = bitmap_test(&s->send, first + i);
-		if (take[i])
-			bitmap_clear(&s->send, first + i);
-	}
-	rc = clear_dirty(s, first, n, take);
-	if (rc)
-		return rc;
-	/* Residency is read in both modes: without skipping, a page that was
-	 * never touched still travels (as ZERO) but need not be read. */
-	if (pread(s->pagemap_fd, pm, n * sizeof(pm[0]),
-			       (off_t)(((uintptr_t)s->vm->mem.base >> GUEST_PAGE_SHIFT) + first) * 8) !=
-				 (ssize_t)(n * sizeof(pm[0])))
-		return fail(s, -EIO, "reading /proc/self/pagemap: %s", strerror(errno));
-	for (unsigned i = 0; i < n; i++) {
-		uint64_t p = first + i, gpa = page_gpa(&s->vm->mem, p);
-
-		if (!take[i])
-			continue;
-		if (!(pm[i] & (PAGEMAP_PRESENT | PAGEMAP_SWAPPED))) {
-			/* Never touched, or discarded by the balloon: it reads as zero. */
-			if (bulk && skip_free) {
-				if (page_discarded(s, p))
-					s->m->st.skipped_reported++;
-				else
-					s->m->st.skipped_untouched++;
-				continue;
-			}
-			add_range(zero_r, &nzr, gpa);
-			nz++;
-		} else if (ram_page_is_zero(s->vm->mem.base + (p << GUEST_PAGE_SHIFT), GUEST_PAGE_SIZE)) {
-			add_range(zero_r, &nzr, gpa);
-			nz++;
-		} else {
-			add_range(data_r, &ndr, gpa);
-			data_p[nd++] = p;
-		}
-	}
-	s->ram_pages += nd + nz;
-	if (nd && (rc = send_data_pages(s, data_r, ndr, data_p, nd)))
-		return rc;
-	if (nz && (rc = send_zero_pages(s, zero_r, nzr, nz)))
-		return rc;
-	return 0;
+	if (!rc && !s->paused)
+		rc = ram_sender_protect(&s->rs, err, sizeof(err));
+	return rc ? fail(s, rc, "%s", err) : 0;
 }
 
 /* Auto-converge: while throttle_pct is set, this thread holds the vCPUs for
@@ -319,166 +134,153 @@ static void *throttle_thread(void *arg)
 	return NULL;
 }
 
-/* Takes the hints that came since the last look: each hinted page not sent
- * yet leaves the send set and is re-protected in KVM's log now, so a write
- * after the guest reuses it shows up in the next sync. */
-static int apply_hints(struct sender *s)
-{
-	uint64_t words = (s->npages + 63) / 64, run = 0, run_len = 0;
-	char err[200];
-	int rc;
-
-	if (!s->hinted || !atomic_exchange(&s->hints_pending, false))
-		return 0;
-	for (uint64_t w = 0; w <= words; w++) {
-		uint64_t bits = w < words ? bitmap_atomic_take_word(&s->hinted[w]) : 0;
-
-		for (unsigned i = 0; i < 64; i++) {
-			uint64_t p = w * 64 + i;
-			bool take;
-
-			if (!bits && !run_len)
-				break; /* nothing here and no run to close */
-			take = (bits >> i) & 1 && p < s->npages && bitmap_test(&s->send, p);
-			if (take) {
-				bitmap_clear(&s->send, p);
-				if (!run_len)
-					run = p;
-				run_len++;
-				continue;
-			}
-			if (!run_len)
-				continue;
-			/* One ioctl per run of hinted pages (a hint is a 4 MiB block). */
-			rc = dirty_clear(&s->dirty, run, run_len, err, sizeof(err));
-			if (rc)
-				return fail(s, rc, "%s", err);
-			s->m->st.skipped_hinted += run_len;
-			run_len = 0;
-		}
-	}
-	return 0;
-}
-
-static int send_pass(struct sender *s, bool bulk)
-{
-	int rc;
-
-	for (uint64_t p = bitmap_find_next_set(&s->send, 0); p < s->npages;
-	     p = bitmap_find_next_set(&s->send, (p | (CHUNK_PAGES - 1)) + 1)) {
-		rc = apply_hints(s);
-		if (rc)
-			return rc;
-		if (!bitmap_test(&s->send, p)) {
-			/* The page was hinted away: look again from here. */
-			p = bitmap_find_next_set(&s->send, p);
-			if (p >= s->npages)
-				break;
-		}
-		rc = check_abort(s);
-		if (!rc)
-			rc = send_chunk(s, p & ~(uint64_t)(CHUNK_PAGES - 1), bulk);
-		if (rc)
-			return rc;
-		pthread_mutex_lock(&s->m->lock);
-		s->m->st.bytes_wire = s->conn.bytes_sent;
-		pthread_mutex_unlock(&s->m->lock);
-	}
-	rc = mig_conn_flush(&s->conn, IO_TIMEOUT_MS);
-	s->next_buf = 0;
-	return rc ? fail(s, rc, "sending: %s", strerror(-rc)) : 0;
-}
-
-static int sync_dirty(struct sender *s)
-{
-	char err[200];
-	int rc = dirty_sync(&s->dirty, &s->send, err, sizeof(err));
-
-	return rc ? fail(s, rc, "%s", err) : 0;
-}
-
-/* Runs on the balloon's device thread for each hinted free block. */
+/* Runs on the balloon's device thread for each hinted free block. Only
+ * the whole pages of [gpa, gpa + len) count, and only inside one RAM
+ * region. */
 static void on_hint(void *opaque, uint64_t gpa, uint64_t len)
 {
 	struct sender *s = opaque;
-	uint64_t first;
+	uint64_t first, last;
 
-	/* Only whole blocks inside one RAM region count. */
 	if (!len || !gpa_to_hva(&s->vm->mem, gpa, len))
 		return;
-	first = guest_mem_offset(&s->vm->mem, gpa) >> GUEST_PAGE_SHIFT;
-	for (uint64_t p = first; p < first + (len >> GUEST_PAGE_SHIFT); p++)
-		atomic_fetch_or(&s->hinted[p / 64], 1ULL << (p % 64));
-	atomic_store(&s->hints_pending, true);
+	first = (guest_mem_offset(&s->vm->mem, gpa) + GUEST_PAGE_SIZE - 1) >> GUEST_PAGE_SHIFT;
+	last = (guest_mem_offset(&s->vm->mem, gpa) + len) >> GUEST_PAGE_SHIFT;
+	if (last > first)
+		ram_sender_hint(&s->rs, first, last - first);
 }
 
 /* Hinting only pays off when skipped pages are harmless: with page
- * poisoning the guest expects its poison pattern in free pages. */
-static void start_hinting(struct sender *s)
+ * poisoning the guest expects its poison pattern in free pages. A round
+ * starts only while dirty logging is on and never spans a sync: a hint
+ * may only remove a page from the send set if any later write to it is
+ * sure to show up in the next sync. */
+static void hint_round_start(struct sender *s)
 {
 	struct balloon *b = s->vm->balloon;
 
-	if (!s->m->opt.skip_free || !b || b->poison_val)
+	if (!s->m->opt.skip_free || !b || b->poison_val || s->hinting || !s->dirty_on)
 		return;
-	s->hinted = calloc((s->npages + 63) / 64, sizeof(*s->hinted));
-	if (s->hinted && balloon_hint_start(b, on_hint, s) == 0)
+	if (balloon_hint_start(b, on_hint, s) == 0) {
 		s->hinting = true;
+		s->hint_due = true;
+		s->m->st.hint_rounds++;
+	}
 }
 
-/* Before the first sync: the round must end so no hint spans a sync; DONE
- * gives the guest its pages back. */
-static void stop_hinting(struct sender *s)
+/* Before each sync: STOP. The guest keeps the blocks it hinted (they stay
+ * unwritten), and the next round reports only blocks freed since. */
+static void hint_round_stop(struct sender *s)
 {
 	if (!s->hinting)
 		return;
-	balloon_hint_wait(s->vm->balloon, 200);
-	/* The last hints are applied while the guest still holds the pages;
-	 * after DONE it may reuse them, and a late hint would be unsafe. */
-	if (s->dirty_on)
-		apply_hints(s);
-	balloon_hint_done(s->vm->balloon);
-	free((void *)s->hinted);
-	s->hinted = NULL;
+	balloon_hint_stop(s->vm->balloon);
 	s->hinting = false;
+}
+
+/* At the end of pre-copy, on failure and on cancel: DONE gives the guest
+ * its hinted blocks back. */
+static void hint_rounds_end(struct sender *s)
+{
+	hint_round_stop(s);
+	if (s->hint_due)
+		balloon_hint_done(s->vm->balloon);
+	s->hint_due = false;
+}
+
+/* The next record from the destination on connection 0, from what came
+ * with an earlier one or from the socket: its type, with rec pointing into
+ * s->reply until reply_consume(); or an error (failed). */
+static int next_reply(struct sender *s, struct stream_record *rec, size_t *used, int timeout_ms)
+{
+	int rc = reply_next(&s->conn, &s->reply, rec, used, timeout_ms);
+
+	if (rc <= -1001)
+		return fail(s, rc, "bad reply from the destination: %s", stream_strerror(rc));
+	if (rc == -EPROTO)
+		return fail(s, rc, "reply from the destination too long");
+	if (rc < 0)
+		return fail(s, rc, "destination: %s",
+			    rc == -ECONNRESET ? "connection closed" : strerror(-rc));
+	return rc;
 }
 
 static int expect_ack(struct sender *s, enum stream_phase phase)
 {
-	uint8_t buf[STREAM_HDR_SIZE + 2048];
 	struct stream_record rec;
-	size_t have = 0, used;
-	int rc;
+	size_t used;
+	int rc = next_reply(s, &rec, &used, IO_TIMEOUT_MS);
 
-	for (;;) {
-		ssize_t n;
-
-		rc = stream_decode(buf, have, &rec, &used);
-		if (rc < 0)
-			return fail(s, rc, "bad reply from the destination: %s", stream_strerror(rc));
-		if (rc > 0)
-			break;
-		if (have == sizeof(buf))
-			return fail(s, -EPROTO, "reply from the destination too long");
-		n = mig_conn_recv(&s->conn, buf + have, sizeof(buf) - have, IO_TIMEOUT_MS);
-		if (n <= 0)
-			return fail(s, n ? (int)n : -ECONNRESET, "destination: %s",
-				    n ? strerror((int)-n) : "connection closed");
-		have += (size_t)n;
-	}
+	if (rc < 0)
+		return rc;
 	if (rec.type == STREAM_ERROR)
-		return fail(s, -EPROTO, "destination refused: %.*s", rec.error.reason_len,
-			    rec.error.reason);
-	if (rec.type != STREAM_ACK || rec.ack.phase != phase)
-		return fail(s, -EPROTO, "unexpected reply from the destination (type %u)", rec.type);
-	if (rec.ack.status)
-		return fail(s, -EPROTO, "destination refused: %.*s", rec.ack.reason_len,
-			    rec.ack.reason);
-	return 0;
+		rc = fail(s, -EPROTO, "destination refused: %.*s", rec.error.reason_len,
+			  rec.error.reason);
+	else if (rec.type != STREAM_ACK || rec.ack.phase != phase)
+		rc = fail(s, -EPROTO, "unexpected reply from the destination (type %u)", rec.type);
+	else if (rec.ack.status)
+		rc = fail(s, -EPROTO, "destination refused: %.*s", rec.ack.reason_len,
+			  rec.ack.reason);
+	else
+		rc = 0;
+	reply_consume(&s->reply, used);
+	return rc;
+}
+
+/* After sending failed: the destination usually said why before it closed
+ * the connection; its reason replaces "Broken pipe". */
+static void peer_reason(struct sender *s)
+{
+	struct stream_record rec;
+	size_t used;
+
+	if (!s->conn_open || next_reply(s, &rec, &used, 300) != STREAM_ERROR)
+		return;
+	pthread_mutex_lock(&s->m->lock);
+	snprintf(s->m->error, sizeof(s->m->error), "destination refused: %.*s",
+		 rec.error.reason_len, rec.error.reason);
+	pthread_mutex_unlock(&s->m->lock);
 }
 
 static void device_set(struct vm *vm, char *buf, size_t size)
 {
 	snprintf(buf, size, "uart%s", vm->balloon ? ",balloon" : "");
+}
+
+/* Connection i (1..N-1): connected, and JOINed to this migration. */
+static int connect_lane(struct sender *s, const struct transport_addr *addr, unsigned i,
+			uint64_t session)
+{
+	struct stream_join j = { .session = session, .index = (uint16_t)i,
+				 .connections = (uint16_t)s->rs.nlanes };
+	struct mig_conn *c = &s->rs.lanes[i].own;
+	uint8_t buf[64];
+	char err[256];
+	ssize_t len;
+	int fd, rc;
+
+	fd = transport_connect(addr, 10000, err, sizeof(err));
+	if (fd < 0)
+		return fail(s, fd, "connection %u: %s", i, err);
+	rc = ram_sender_lane_open(&s->rs, i, fd);
+	if (rc) {
+		close(fd);
+		return fail(s, rc, "io_uring: %s", strerror(-rc));
+	}
+	len = stream_encode_join(buf, sizeof(buf), &j);
+	rc = len < 0 ? (int)len : mig_conn_send(c, buf, (size_t)len);
+	if (!rc)
+		rc = mig_conn_flush(c, IO_TIMEOUT_MS);
+	return rc ? fail(s, rc, "connection %u: sending: %s", i, strerror(-rc)) : 0;
+}
+
+static uint64_t new_session(void)
+{
+	uint64_t v;
+
+	if (getrandom(&v, sizeof(v), 0) != sizeof(v))
+		v = now_ns() ^ ((uint64_t)getpid() << 32);
+	return v;
 }
 
 static int setup(struct sender *s)
@@ -505,15 +307,25 @@ static int setup(struct sender *s)
 	hello.page_size = GUEST_PAGE_SIZE;
 	hello.nr_vcpus = s->vm->ncpus;
 	hello.ram_size = s->vm->mem.size;
+	hello.connections = (uint16_t)s->rs.nlanes;
+	hello.stripe_shift = SEND_STRIPE_SHIFT;
+	hello.session = new_session();
 	hello.devices = devices;
 	hello.devices_len = (uint16_t)strlen(devices);
+	mig_trace("source: connected");
 	rc = send_record(s, buf, stream_encode_hello(buf, sizeof(buf), &hello));
-	if (!rc)
-		rc = mig_conn_flush(&s->conn, IO_TIMEOUT_MS);
+	if (!rc && (rc = mig_conn_flush(&s->conn, IO_TIMEOUT_MS)))
+		rc = fail(s, rc, "sending: %s", strerror(-rc));
 	if (!rc)
 		rc = expect_ack(s, STREAM_PHASE_SETUP);
+	/* The other connections only once the destination took the HELLO. */
+	for (unsigned i = 1; !rc && i < s->rs.nlanes; i++)
+		rc = connect_lane(s, &addr, i, hello.session);
+	if (!rc)
+		rc = expect_ack(s, STREAM_PHASE_CONNECTED);
 	if (rc)
-		return rc ? rc : fail(s, rc, "sending: %s", strerror(-rc));
+		return rc;
+	mig_trace("source: %u connections joined", s->rs.nlanes);
 	rc = dirty_init(&s->dirty, s->vm->fd, &s->vm->mem, DIRTY_MODE_AUTO, err, sizeof(err));
 	if (!rc) {
 		s->dirty_on = true;
@@ -521,9 +333,9 @@ static int setup(struct sender *s)
 	}
 	if (rc)
 		return fail(s, rc, "%s", err);
-	/* Only now, with dirty logging on, may hints remove pages. */
-	start_hinting(s);
-	return 0;
+	rc = ram_sender_start(&s->rs);
+	mig_trace("source: dirty logging on");
+	return rc ? fail(s, rc, "cannot start the sending threads") : 0;
 }
 
 static int send_state(struct sender *s, const char *name, uint32_t instance,
@@ -589,27 +401,32 @@ static void stop_throttle(struct sender *s)
 
 static int stop_and_copy(struct sender *s)
 {
+	const struct send_pass last = { .precopy_done = true, .end = true };
 	uint8_t buf[64];
 	int rc;
 
 	set_phase(s->m, MIGRATE_STOP_COPY);
 	stop_throttle(s);
+	/* While the guest still runs here, so it takes its blocks back now. */
+	hint_rounds_end(s);
 	s->m->st.paused_ns = now_ns();
 	rc = vm_pause(s->vm, 5000);
 	if (rc)
 		return fail(s, rc, "cannot pause the vCPUs: %s", strerror(-rc));
+	mig_trace("source: paused");
 	s->paused = true;
 	if (s->vm->balloon)
 		virtio_pause(&s->vm->balloon->dev);
 	rc = sync_dirty(s);
 	if (!rc)
-		rc = send_pass(s, false);
-	if (!rc)
-		rc = send_record(s, buf, stream_encode_precopy_done(buf, sizeof(buf)));
+		rc = ram_sender_pass(&s->rs, &last);
+	mig_trace("source: last pass sent");
 	if (!rc)
 		rc = save_all_state(s);
+	mig_trace("source: state sent");
 	if (!rc)
-		rc = send_record(s, buf, stream_encode_end(buf, sizeof(buf), s->ram_pages, s->state_count));
+		rc = send_record(s, buf, stream_encode_end(buf, sizeof(buf), s->rs.lanes[0].ram_pages,
+							   s->state_count));
 	if (!rc) {
 		rc = mig_conn_flush(&s->conn, IO_TIMEOUT_MS);
 		if (rc)
@@ -617,43 +434,78 @@ static int stop_and_copy(struct sender *s)
 	}
 	if (!rc)
 		rc = expect_ack(s, STREAM_PHASE_PRECOPY_DONE);
+	mig_trace("source: PRECOPY_DONE acknowledged");
 	if (!rc)
 		rc = expect_ack(s, STREAM_PHASE_COMPLETE);
+	if (!rc) {
+		/* The guest runs at the destination from here: what the
+		 * source does afterwards is cleanup, not migration time. */
+		pthread_mutex_lock(&s->m->lock);
+		s->m->st.end_ns = now_ns();
+		pthread_mutex_unlock(&s->m->lock);
+	}
+	mig_trace("source: COMPLETE");
 	return rc;
+}
+
+/* After a pass that sent pages - pages0 pages since t0. */
+static void note_pass(struct sender *s, uint64_t dirty, uint64_t pages0, uint64_t t0,
+		      uint64_t bytes0)
+{
+	uint64_t elapsed = now_ns() - t0, bytes = ram_sender_bytes(&s->rs);
+	uint64_t pages = ram_sender_pages(&s->rs) - pages0;
+
+	if (!elapsed)
+		return;
+	/* Pages per second through the whole path (read, zero check,
+	 * compress, send, applied at the destination): zero pages cost no
+	 * bandwidth but do cost time. Pages skipped (hinted, untouched) do
+	 * not count: they cost next to nothing. */
+	if (pages)
+		s->pages_per_s = (double)pages * 1e9 / (double)elapsed;
+	pthread_mutex_lock(&s->m->lock);
+	s->m->st.dirty_pages_per_s = (double)dirty * 1e9 / (double)elapsed;
+	if (bytes > bytes0)
+		s->m->st.bandwidth_bps = (double)(bytes - bytes0) * 1e9 / (double)elapsed;
+	pthread_mutex_unlock(&s->m->lock);
 }
 
 static int precopy(struct sender *s)
 {
-	uint64_t prev = UINT64_MAX;
+	struct send_pass pass = { .bulk = true, .iter = true, .iteration = 0 };
+	uint64_t prev = UINT64_MAX, t0, pages0;
 	unsigned stuck = 0;
-	uint8_t buf[64];
 	int rc;
 
 	set_phase(s->m, MIGRATE_BULK);
 	rc = sync_dirty(s); /* with INITIALLY_SET: every page */
-	if (!rc) {
-		uint64_t t0 = now_ns(), n = bitmap_count(&s->send);
-
-		rc = send_pass(s, true);
-		if (!rc && now_ns() > t0)
-			s->pages_per_s = (double)n * 1e9 / (double)(now_ns() - t0);
-	}
-	stop_hinting(s);
 	if (rc)
 		return rc;
+	mig_trace("source: first sync and protect done");
+	hint_round_start(s);
+	mig_trace("source: bulk pass starts");
+	t0 = now_ns();
+	rc = ram_sender_pass(&s->rs, &pass);
+	if (rc)
+		return rc;
+	mig_trace("source: bulk pass done");
+	note_pass(s, 0, 0, t0, 0);
 	set_phase(s->m, MIGRATE_ITERATE);
 	for (;;) {
-		uint64_t t0 = now_ns(), sent0 = s->conn.bytes_sent, dirty, elapsed;
+		uint64_t bytes0 = ram_sender_bytes(&s->rs), dirty;
 		double est_ms;
 
+		t0 = now_ns();
+		pages0 = ram_sender_pages(&s->rs);
+		/* No hint spans a sync: the round stops before it. */
+		hint_round_stop(s);
 		rc = check_abort(s);
 		if (!rc)
 			rc = sync_dirty(s);
 		if (rc)
 			return rc;
-		dirty = bitmap_count(&s->send);
-		/* Pages per second through the whole path (read, zero check,
-		 * compress, send): zero pages cost no bandwidth but do cost time. */
+		dirty = bitmap_count(&s->rs.send);
+		mig_trace("source: sync: %llu dirty pages", (unsigned long long)dirty);
 		est_ms = s->pages_per_s > 0 ? (double)dirty * 1000.0 / s->pages_per_s : 1e9;
 		pthread_mutex_lock(&s->m->lock);
 		s->m->st.remaining_pages = dirty;
@@ -671,50 +523,28 @@ static int precopy(struct sender *s)
 		}
 		prev = dirty;
 		s->m->st.iterations++;
-		rc = send_record(s, buf, stream_encode_iter(buf, sizeof(buf), s->m->st.iterations));
-		if (!rc)
-			rc = send_pass(s, false);
+		/* A new round after the sync, for the pages freed since. */
+		hint_round_start(s);
+		pass = (struct send_pass){ .iter = true, .iteration = s->m->st.iterations };
+		rc = ram_sender_pass(&s->rs, &pass);
 		if (rc)
 			return rc;
-		elapsed = now_ns() - t0;
-		if (elapsed && dirty)
-			s->pages_per_s = (double)dirty * 1e9 / (double)elapsed;
-		if (elapsed) {
-			pthread_mutex_lock(&s->m->lock);
-			s->m->st.dirty_pages_per_s = (double)dirty * 1e9 / (double)elapsed;
-			if (s->conn.bytes_sent > sent0)
-				s->m->st.bandwidth_bps =
-					(double)(s->conn.bytes_sent - sent0) * 1e9 / (double)elapsed;
-			pthread_mutex_unlock(&s->m->lock);
-		}
+		note_pass(s, dirty, pages0, t0, bytes0);
 	}
 }
 
 static int sender_init(struct sender *s, struct migration *m)
 {
+	int rc;
+
 	memset(s, 0, sizeof(*s));
 	s->m = m;
 	s->vm = m->vm;
-	s->npages = guest_mem_pages(&m->vm->mem);
-	s->pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-	if (s->pagemap_fd < 0)
-		return fail(s, -errno, "cannot open /proc/self/pagemap: %s", strerror(errno));
-	if (bitmap_alloc(&s->send, s->npages))
-		return fail(s, -ENOMEM, "out of memory");
-	for (unsigned i = 0; i < NBUFS; i++)
-		if (!(s->bufs[i] = malloc(BUF_SIZE)))
-			return fail(s, -ENOMEM, "out of memory");
-	s->staging = malloc(CHUNK_PAGES * GUEST_PAGE_SIZE);
-	if (!s->staging)
-		return fail(s, -ENOMEM, "out of memory");
-	if (m->opt.compress != COMPRESS_NONE) {
-		if (ram_compressor_init(&s->zc, 1))
-			return fail(s, -ENOMEM, "zstd: cannot create a compression context");
-		/* The record's crc32 already covers the frame on the wire. */
-		ram_compressor_set_checksum(&s->zc, false);
-		s->zc_on = true;
-		ram_auto_init(&s->autoc);
-	}
+	rc = ram_sender_init(&s->rs, m, &s->dirty, &s->conn, &s->reply, m->opt.connections);
+	if (rc == -ENOMEM)
+		return fail(s, rc, "out of memory");
+	if (rc)
+		return fail(s, rc, "cannot open /proc/self/pagemap: %s", strerror(-rc));
 	if (m->opt.timeout_s)
 		s->deadline_ns = now_ns() + (uint64_t)m->opt.timeout_s * 1000000000ULL;
 	return 0;
@@ -725,7 +555,9 @@ static void sender_cleanup(struct sender *s, bool ok)
 	char err[200];
 
 	stop_throttle(s);
-	stop_hinting(s);
+	/* No hint callback may run once the lanes and the log are gone. */
+	hint_rounds_end(s);
+	ram_sender_stop(&s->rs, !ok);
 	if (s->dirty_on) {
 		dirty_stop(&s->dirty, err, sizeof(err));
 		dirty_destroy(&s->dirty);
@@ -743,18 +575,10 @@ static void sender_cleanup(struct sender *s, bool ok)
 			if (len > 0 && !mig_conn_send(&s->conn, buf, (size_t)len))
 				mig_conn_flush(&s->conn, 1000);
 		}
-		s->m->st.bytes_wire = s->conn.bytes_sent;
 		mig_conn_close(&s->conn);
 	}
-	if (s->zc_on)
-		ram_compressor_free(&s->zc);
-	for (unsigned i = 0; i < NBUFS; i++)
-		free(s->bufs[i]);
-	free(s->staging);
-	free((void *)s->hinted);
-	bitmap_free(&s->send);
-	if (s->pagemap_fd > 0)
-		close(s->pagemap_fd);
+	ram_sender_publish(&s->rs);
+	ram_sender_free(&s->rs);
 }
 
 static void *migrate_thread(void *arg)
@@ -765,15 +589,19 @@ static void *migrate_thread(void *arg)
 
 	pthread_setname_np(pthread_self(), "migrate");
 	set_phase(m, MIGRATE_SETUP);
+	mig_trace("source: migration starts");
 	rc = sender_init(&s, m);
 	if (!rc)
 		rc = setup(&s);
 	m->st.setup_ns = now_ns();
 	if (!rc)
 		rc = precopy(&s);
+	if (rc && rc != -ECANCELED && rc != -ETIMEDOUT)
+		peer_reason(&s);
 	sender_cleanup(&s, rc == 0);
 	pthread_mutex_lock(&m->lock);
-	m->st.end_ns = now_ns();
+	if (rc || !m->st.end_ns)
+		m->st.end_ns = now_ns();
 	m->phase = rc == 0 ? MIGRATE_COMPLETED : rc == -ECANCELED ? MIGRATE_CANCELLED : MIGRATE_FAILED;
 	if (rc == 0) {
 		/* Give `vmm migrate` a moment to read the summary before we exit. */

@@ -48,7 +48,7 @@ int migrate_options_from_json(json_t *req, struct migrate_options *opt, char *er
 	strcpy(opt->uri, json_string_value(uri));
 	if (get_uint(req, "downtime_ms", 1, 600000, &opt->downtime_ms, err, errlen) ||
 	    get_uint(req, "timeout_s", 0, 86400, &opt->timeout_s, err, errlen) ||
-	    get_uint(req, "connections", 1, 1, &opt->connections, err, errlen))
+	    get_uint(req, "connections", 1, 16, &opt->connections, err, errlen))
 		return -EINVAL;
 	if (skip && !json_is_boolean(skip)) {
 		snprintf(err, errlen, "\"skip_free\" must be true or false");
@@ -81,7 +81,7 @@ json_t *migrate_status_json(struct vm *vm)
 	end = st->end_ns ? st->end_ns : now;
 	downtime = st->paused_ns ? end - st->paused_ns : 0;
 	j = json_pack("{s:s, s:s, s:f, s:f, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:i, s:I,"
-		      " s:f, s:f, s:i}",
+		      " s:f, s:f, s:i, s:i}",
 		      "phase", phase_names[m->phase], "error", m->error,
 		      "total_ms", (double)(end - st->start_ns) / 1e6,
 		      "setup_ms", st->setup_ns ? (double)(st->setup_ns - st->start_ns) / 1e6 : 0.0,
@@ -103,7 +103,8 @@ json_t *migrate_status_json(struct vm *vm)
 		      (st->bandwidth_bps > 0 ? st->bandwidth_bps
 		       : end > st->start_ns ? (double)st->bytes_wire * 1e9 / (double)(end - st->start_ns)
 					     : 0.0) * 8 / 1e6,
-		      "throttle_pct", (int)st->throttle_pct);
+		      "throttle_pct", (int)st->throttle_pct,
+		      "hint_rounds", (int)st->hint_rounds);
 	if (m->phase >= MIGRATE_COMPLETED) {
 		m->final_seen = true;
 		pthread_cond_broadcast(&m->cond);

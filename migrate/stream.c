@@ -11,11 +11,12 @@
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
 /* Fixed parts of each payload. */
-#define HELLO_FIXED  26 /* magic..devices_len */
+#define HELLO_FIXED  38 /* magic..devices_len */
 #define ACK_FIXED    8
 #define ERROR_FIXED  6
 #define ITER_SIZE    4
 #define END_SIZE     12
+#define JOIN_SIZE    12
 #define STATE_FIXED  22 /* name_len, instance, version, section_id, data_len, footer */
 
 static uint16_t rd16(const uint8_t *p)
@@ -76,7 +77,7 @@ static const char *const errors[] = {
 	[E(STREAM_E_TRUNCATED)] = "payload shorter than its fields say (truncated payload)",
 	[E(STREAM_E_TRAILING)] = "payload longer than its fields say",
 	[E(STREAM_E_STRING)] = "bad string: empty, too long or not printable ASCII",
-	[E(STREAM_E_HELLO)] = "bad HELLO field (vCPU count or RAM size)",
+	[E(STREAM_E_HELLO)] = "bad HELLO field (vCPU count, RAM size, connections or stripe size)",
 	[E(STREAM_E_PHASE)] = "unknown ACK phase",
 	[E(STREAM_E_RAM_ENCODING)] = "unknown RAM encoding",
 	[E(STREAM_E_RAM_NRANGES)] = "RAM record with no ranges or too many",
@@ -93,6 +94,8 @@ static const char *const errors[] = {
 	[E(STREAM_E_ORDER)] = "record not allowed at this point of the stream",
 	[E(STREAM_E_TALLY)] = "END's counts differ from what was received",
 	[E(STREAM_E_ITER)] = "pre-copy iteration numbers do not increase",
+	[E(STREAM_E_JOIN)] = "JOIN does not belong to this migration (session, index or connection count)",
+	[E(STREAM_E_RAM_LANE)] = "RAM range outside this connection's stripes",
 };
 
 const char *stream_strerror(int err)
@@ -136,6 +139,17 @@ static bool page_size_ok(uint32_t page_size)
 	       page_size <= (1u << STREAM_MAX_PAGE_SHIFT) && !(page_size & (page_size - 1));
 }
 
+/* The fields of HELLO that do not depend on the receiver. */
+static bool hello_fields_ok(const struct stream_hello *h)
+{
+	return h->nr_vcpus && h->nr_vcpus <= STREAM_MAX_VCPUS && h->ram_size &&
+	       !(h->ram_size % h->page_size) && h->connections &&
+	       h->connections <= STREAM_MAX_CONNECTIONS &&
+	       h->stripe_shift >= STREAM_MIN_STRIPE_SHIFT &&
+	       h->stripe_shift <= STREAM_MAX_STRIPE_SHIFT &&
+	       (1ULL << h->stripe_shift) >= h->page_size;
+}
+
 static int decode_hello(const uint8_t *p, uint32_t len, struct stream_hello *h)
 {
 	/* Magic and version first, so that any other peer fails with them. */
@@ -154,14 +168,16 @@ static int decode_hello(const uint8_t *p, uint32_t len, struct stream_hello *h)
 	h->page_size = rd32(p + 8);
 	h->nr_vcpus = rd32(p + 12);
 	h->ram_size = rd64(p + 16);
-	h->devices_len = rd16(p + 24);
+	h->connections = rd16(p + 24);
+	h->stripe_shift = rd16(p + 26);
+	h->session = rd64(p + 28);
+	h->devices_len = rd16(p + 36);
 	h->devices = (const char *)(p + HELLO_FIXED);
 	if (h->flags & ~STREAM_HELLO_FLAGS_KNOWN)
 		return STREAM_E_FLAGS;
 	if (!page_size_ok(h->page_size))
 		return STREAM_E_PAGE_SIZE;
-	if (h->nr_vcpus == 0 || h->nr_vcpus > STREAM_MAX_VCPUS || h->ram_size == 0 ||
-	    h->ram_size % h->page_size)
+	if (!hello_fields_ok(h))
 		return STREAM_E_HELLO;
 	if (h->devices_len > STREAM_MAX_DEVICES_LEN)
 		return STREAM_E_STRING;
@@ -197,7 +213,7 @@ static int decode_ack(const uint8_t *p, uint32_t len, struct stream_ack *a)
 	a->phase = rd16(p);
 	a->reason_len = rd16(p + 2);
 	a->status = rd32(p + 4);
-	if (a->phase < STREAM_PHASE_SETUP || a->phase > STREAM_PHASE_COMPLETE)
+	if (a->phase < STREAM_PHASE_SETUP || a->phase > STREAM_PHASE_SYNCED)
 		return STREAM_E_PHASE;
 	return decode_reason(p, len, ACK_FIXED, a->reason_len, &a->reason);
 }
@@ -209,6 +225,12 @@ static int decode_error(const uint8_t *p, uint32_t len, struct stream_error *e)
 	e->code = rd32(p);
 	e->reason_len = rd16(p + 4);
 	return decode_reason(p, len, ERROR_FIXED, e->reason_len, &e->reason);
+}
+
+static bool join_ok(const struct stream_join *j)
+{
+	return j->connections >= 2 && j->connections <= STREAM_MAX_CONNECTIONS && j->index >= 1 &&
+	       j->index < j->connections;
 }
 
 static int decode_fixed(uint32_t len, uint32_t want)
@@ -363,6 +385,7 @@ static int decode_payload(struct stream_record *out)
 			out->iteration = rd32(p);
 		return err;
 	case STREAM_PRECOPY_DONE:
+	case STREAM_SYNC:
 		return decode_fixed(len, 0);
 	case STREAM_STATE:
 		return decode_state(p, len, &out->state);
@@ -375,6 +398,14 @@ static int decode_payload(struct stream_record *out)
 		return err;
 	case STREAM_ERROR:
 		return decode_error(p, len, &out->error);
+	case STREAM_JOIN:
+		err = decode_fixed(len, JOIN_SIZE);
+		if (err)
+			return err;
+		out->join.session = rd64(p);
+		out->join.index = rd16(p + 8);
+		out->join.connections = rd16(p + 10);
+		return join_ok(&out->join) ? 0 : STREAM_E_JOIN;
 	}
 	return STREAM_E_TYPE;
 }
@@ -452,14 +483,48 @@ void stream_seq_init(struct stream_seq *s)
 	s->phase = STREAM_SEQ_START;
 }
 
-/* A RAM record uses HELLO's page size, and ZSTD only if HELLO allowed it. */
+/* Every range lies in stripes of this connection. With more than one
+ * connection, neighbouring stripes belong to different ones, so a range
+ * must stay inside one stripe. */
+static int seq_ram_lane(const struct stream_seq *s, const struct stream_record *rec)
+{
+	if (s->connections <= 1)
+		return 0;
+	for (unsigned i = 0; i < rec->ram.nr_ranges; i++) {
+		struct stream_range r = stream_ram_range(rec, i);
+		/* The decoder guarantees that the last byte does not wrap. */
+		uint64_t last = r.gpa + (((uint64_t)r.pages << rec->ram.page_shift) - 1);
+
+		if (r.gpa >> s->stripe_shift != last >> s->stripe_shift ||
+		    stream_lane_of(r.gpa, s->stripe_shift, s->connections) != s->index)
+			return STREAM_E_RAM_LANE;
+	}
+	return 0;
+}
+
+/* A RAM record uses HELLO's page size, ZSTD only if HELLO allowed it, and
+ * this connection's stripes. */
 static int seq_ram(struct stream_seq *s, const struct stream_record *rec)
 {
+	int err;
+
 	if (s->page_size != 1u << rec->ram.page_shift)
 		return STREAM_E_PAGE_SIZE;
 	if (rec->ram.encoding == STREAM_RAM_ZSTD && !(s->hello_flags & STREAM_HELLO_ZSTD))
 		return STREAM_E_RAM_ENCODING;
+	err = seq_ram_lane(s, rec);
+	if (err)
+		return err;
 	s->ram_pages += rec->ram.pages;
+	return 0;
+}
+
+static int seq_iter(struct stream_seq *s, const struct stream_record *rec)
+{
+	if (s->iter_seen && rec->iteration <= s->iteration)
+		return STREAM_E_ITER;
+	s->iter_seen = true;
+	s->iteration = rec->iteration;
 	return 0;
 }
 
@@ -469,10 +534,8 @@ static int seq_precopy(struct stream_seq *s, const struct stream_record *rec)
 	case STREAM_RAM:
 		return seq_ram(s, rec);
 	case STREAM_ITER:
-		if (s->iter_seen && rec->iteration <= s->iteration)
-			return STREAM_E_ITER;
-		s->iter_seen = true;
-		s->iteration = rec->iteration;
+		return seq_iter(s, rec);
+	case STREAM_SYNC:
 		return 0;
 	case STREAM_PRECOPY_DONE:
 		s->phase = STREAM_SEQ_STOPCOPY;
@@ -501,6 +564,48 @@ static int seq_stopcopy(struct stream_seq *s, const struct stream_record *rec)
 	return STREAM_E_ORDER;
 }
 
+void stream_seq_init_join(struct stream_seq *s, const struct stream_seq *main)
+{
+	memset(s, 0, sizeof(*s));
+	s->phase = STREAM_SEQ_JOIN;
+	s->page_size = main->page_size;
+	s->hello_flags = main->hello_flags;
+	s->connections = main->connections;
+	s->stripe_shift = main->stripe_shift;
+	s->session = main->session;
+}
+
+static int seq_join(struct stream_seq *s, const struct stream_record *rec)
+{
+	if (rec->type != STREAM_JOIN)
+		return STREAM_E_ORDER;
+	if (rec->join.session != s->session || rec->join.connections != s->connections ||
+	    !rec->join.index || rec->join.index >= s->connections)
+		return STREAM_E_JOIN;
+	s->index = rec->join.index;
+	s->phase = STREAM_SEQ_LANE;
+	return 0;
+}
+
+/* Connections 1..N-1 carry RAM and ITER only, and their own END. */
+static int seq_lane(struct stream_seq *s, const struct stream_record *rec)
+{
+	switch (rec->type) {
+	case STREAM_RAM:
+		return seq_ram(s, rec);
+	case STREAM_ITER:
+		return seq_iter(s, rec);
+	case STREAM_SYNC:
+		return 0;
+	case STREAM_END:
+		if (rec->end.ram_pages != s->ram_pages || rec->end.state_count != 0)
+			return STREAM_E_TALLY;
+		s->phase = STREAM_SEQ_ENDED;
+		return 0;
+	}
+	return STREAM_E_ORDER;
+}
+
 int stream_seq_next(struct stream_seq *s, const struct stream_record *rec)
 {
 	if (s->phase == STREAM_SEQ_ENDED || s->phase == STREAM_SEQ_ABORTED)
@@ -515,12 +620,19 @@ int stream_seq_next(struct stream_seq *s, const struct stream_record *rec)
 			return STREAM_E_ORDER;
 		s->page_size = rec->hello.page_size;
 		s->hello_flags = rec->hello.flags;
+		s->connections = rec->hello.connections;
+		s->stripe_shift = rec->hello.stripe_shift;
+		s->session = rec->hello.session;
 		s->phase = STREAM_SEQ_PRECOPY;
 		return 0;
 	case STREAM_SEQ_PRECOPY:
 		return seq_precopy(s, rec);
 	case STREAM_SEQ_STOPCOPY:
 		return seq_stopcopy(s, rec);
+	case STREAM_SEQ_JOIN:
+		return seq_join(s, rec);
+	case STREAM_SEQ_LANE:
+		return seq_lane(s, rec);
 	default:
 		return STREAM_E_ORDER;
 	}
@@ -554,8 +666,7 @@ ssize_t stream_encode_hello(uint8_t *buf, size_t cap, const struct stream_hello 
 	ssize_t err;
 
 	if ((h->flags & ~STREAM_HELLO_FLAGS_KNOWN) || !page_size_ok(h->page_size) ||
-	    h->nr_vcpus == 0 || h->nr_vcpus > STREAM_MAX_VCPUS || h->ram_size == 0 ||
-	    h->ram_size % h->page_size || h->devices_len > STREAM_MAX_DEVICES_LEN ||
+	    !hello_fields_ok(h) || h->devices_len > STREAM_MAX_DEVICES_LEN ||
 	    (h->devices_len && (!h->devices ||
 				!printable((const uint8_t *)h->devices, h->devices_len))))
 		return -EINVAL;
@@ -568,7 +679,10 @@ ssize_t stream_encode_hello(uint8_t *buf, size_t cap, const struct stream_hello 
 	wr32(p + 8, h->page_size);
 	wr32(p + 12, h->nr_vcpus);
 	wr64(p + 16, h->ram_size);
-	wr16(p + 24, h->devices_len);
+	wr16(p + 24, h->connections);
+	wr16(p + 26, h->stripe_shift);
+	wr64(p + 28, h->session);
+	wr16(p + 36, h->devices_len);
 	if (h->devices_len)
 		memcpy(p + HELLO_FIXED, h->devices, h->devices_len);
 	return finish_record(buf, STREAM_HELLO, (uint32_t)len);
@@ -589,7 +703,7 @@ ssize_t stream_encode_ack(uint8_t *buf, size_t cap, enum stream_phase phase, uin
 	size_t rlen;
 	ssize_t err;
 
-	if (phase < STREAM_PHASE_SETUP || phase > STREAM_PHASE_COMPLETE)
+	if (phase < STREAM_PHASE_SETUP || phase > STREAM_PHASE_SYNCED)
 		return -EINVAL;
 	err = encode_reason(reason, &rlen);
 	if (!err)
@@ -622,6 +736,18 @@ ssize_t stream_encode_error(uint8_t *buf, size_t cap, uint32_t code, const char 
 	return finish_record(buf, STREAM_ERROR, (uint32_t)(ERROR_FIXED + rlen));
 }
 
+ssize_t stream_encode_join(uint8_t *buf, size_t cap, const struct stream_join *j)
+{
+	ssize_t err = join_ok(j) ? room_for(cap, JOIN_SIZE) : -EINVAL;
+
+	if (err)
+		return err;
+	wr64(buf + STREAM_HDR_SIZE, j->session);
+	wr16(buf + STREAM_HDR_SIZE + 8, j->index);
+	wr16(buf + STREAM_HDR_SIZE + 10, j->connections);
+	return finish_record(buf, STREAM_JOIN, JOIN_SIZE);
+}
+
 ssize_t stream_encode_iter(uint8_t *buf, size_t cap, uint32_t iteration)
 {
 	ssize_t err = room_for(cap, ITER_SIZE);
@@ -639,6 +765,15 @@ ssize_t stream_encode_precopy_done(uint8_t *buf, size_t cap)
 	if (err)
 		return err;
 	return finish_record(buf, STREAM_PRECOPY_DONE, 0);
+}
+
+ssize_t stream_encode_sync(uint8_t *buf, size_t cap)
+{
+	ssize_t err = room_for(cap, 0);
+
+	if (err)
+		return err;
+	return finish_record(buf, STREAM_SYNC, 0);
 }
 
 ssize_t stream_encode_end(uint8_t *buf, size_t cap, uint64_t ram_pages, uint32_t state_count)

@@ -26,7 +26,7 @@
 #include <sys/types.h>
 
 #define STREAM_MAGIC   0x47494d56u /* "VMIG" on the wire */
-#define STREAM_VERSION 1
+#define STREAM_VERSION 2
 
 #define STREAM_HDR_SIZE    12
 #define STREAM_MAX_PAYLOAD (16u << 20)
@@ -44,6 +44,9 @@
 #define STREAM_RAM_HDR_SIZE     4
 #define STREAM_RAM_RANGE_SIZE   12
 #define STREAM_ZSTD_MAGIC       0xfd2fb528u
+#define STREAM_MAX_CONNECTIONS  256
+#define STREAM_MIN_STRIPE_SHIFT 16   /* 64 KiB */
+#define STREAM_MAX_STRIPE_SHIFT 40   /* 1 TiB */
 
 enum stream_type {
 	STREAM_HELLO = 1,        /* source -> receiver, first record */
@@ -54,8 +57,10 @@ enum stream_type {
 	STREAM_STATE = 6,        /* source -> receiver: a named state section */
 	STREAM_END = 7,          /* source -> receiver: last record */
 	STREAM_ERROR = 8,        /* either way: abort */
+	STREAM_JOIN = 9,         /* source -> receiver: first record of connection 1..N-1 */
+	STREAM_SYNC = 10,        /* source -> receiver: answer once all before is applied */
 };
-#define STREAM_TYPE_MAX STREAM_ERROR
+#define STREAM_TYPE_MAX STREAM_SYNC
 
 /* HELLO flags. */
 #define STREAM_HELLO_ZSTD 0x0001u /* RAM records may use the ZSTD encoding */
@@ -65,6 +70,8 @@ enum stream_phase {
 	STREAM_PHASE_SETUP = 1,        /* answers HELLO */
 	STREAM_PHASE_PRECOPY_DONE = 2, /* answers PRECOPY_DONE */
 	STREAM_PHASE_COMPLETE = 3,     /* answers END: the VM may resume here */
+	STREAM_PHASE_CONNECTED = 4,    /* every connection has joined: RAM may flow */
+	STREAM_PHASE_SYNCED = 5,       /* answers SYNC, on its connection */
 };
 
 enum stream_ram_encoding {
@@ -103,6 +110,8 @@ enum stream_error_code {
 	STREAM_E_ORDER = -1026,
 	STREAM_E_TALLY = -1027,
 	STREAM_E_ITER = -1028,
+	STREAM_E_JOIN = -1029,
+	STREAM_E_RAM_LANE = -1030,
 };
 
 struct stream_hello {
@@ -111,6 +120,9 @@ struct stream_hello {
 	uint32_t page_size;
 	uint32_t nr_vcpus;
 	uint64_t ram_size;    /* bytes, a multiple of page_size */
+	uint16_t connections; /* 1..STREAM_MAX_CONNECTIONS */
+	uint16_t stripe_shift; /* RAM is split among the connections in stripes of 1 << shift bytes */
+	uint64_t session;     /* repeated by every JOIN */
 	const char *devices;  /* device-set descriptor, printable ASCII */
 	uint16_t devices_len;
 };
@@ -126,6 +138,12 @@ struct stream_error {
 	uint32_t code;        /* positive code, for logs */
 	const char *reason;
 	uint16_t reason_len;
+};
+
+struct stream_join {
+	uint64_t session;     /* HELLO's */
+	uint16_t index;       /* 1..connections-1 */
+	uint16_t connections; /* HELLO's */
 };
 
 struct stream_range {
@@ -155,8 +173,8 @@ struct stream_state {
 };
 
 struct stream_end {
-	uint64_t ram_pages;   /* pages in all RAM records of the stream */
-	uint32_t state_count; /* STATE records of the stream */
+	uint64_t ram_pages;   /* pages in the RAM records of this connection */
+	uint32_t state_count; /* STATE records of this connection */
 };
 
 struct stream_record {
@@ -171,6 +189,7 @@ struct stream_record {
 		struct stream_state state;
 		struct stream_end end;
 		struct stream_error error;
+		struct stream_join join;
 		uint32_t iteration; /* ITER */
 	};
 };
@@ -210,21 +229,30 @@ int stream_check_ram_ranges(const struct stream_record *rec, const struct stream
  * `want->flags` are the flags this side accepts). */
 int stream_check_hello(const struct stream_hello *got, const struct stream_hello *want);
 
-/* Order of the source's records, checked by the receiver: HELLO; then RAM
- * and ITER; PRECOPY_DONE; then RAM and STATE; END, whose tallies must
- * match what came. ERROR may come at any point and ends the stream. */
+/* Order of the source's records, checked by the receiver, one checker per
+ * connection. Connection 0: HELLO; then RAM, ITER and SYNC; PRECOPY_DONE; then
+ * RAM and STATE; END, whose tallies must match what came on connection 0.
+ * Connections 1..N-1 (stream_seq_init_join): JOIN; then RAM, ITER and SYNC; END. RAM
+ * ranges must lie in the connection's own stripes. ERROR may come at any
+ * point and ends the stream. */
 enum stream_seq_phase {
 	STREAM_SEQ_START = 0,
 	STREAM_SEQ_PRECOPY,
 	STREAM_SEQ_STOPCOPY,
 	STREAM_SEQ_ENDED,
 	STREAM_SEQ_ABORTED,
+	STREAM_SEQ_JOIN,      /* connection 1..N-1, before its JOIN */
+	STREAM_SEQ_LANE,      /* connection 1..N-1, after its JOIN */
 };
 
 struct stream_seq {
 	enum stream_seq_phase phase;
 	uint32_t page_size;   /* from HELLO */
 	uint16_t hello_flags;
+	uint16_t connections; /* from HELLO */
+	uint16_t stripe_shift;
+	uint64_t session;
+	uint16_t index;       /* this connection's */
 	uint64_t ram_pages;
 	uint32_t state_count;
 	uint32_t last_section_id;
@@ -232,13 +260,26 @@ struct stream_seq {
 	bool iter_seen;
 };
 
+/* Connection 0: expects HELLO. */
 void stream_seq_init(struct stream_seq *s);
+/* Connection 1..N-1 of the stream whose connection 0 is main (past its
+ * HELLO): expects a JOIN that matches HELLO. */
+void stream_seq_init_join(struct stream_seq *s, const struct stream_seq *main);
 /* 0 when rec may come now (and counts it), else STREAM_E_ORDER (also for
  * STATE section ids that do not increase), STREAM_E_ITER (iteration
  * numbers must increase), STREAM_E_TALLY (END's counts differ),
- * STREAM_E_PAGE_SIZE (a RAM record's page size is not HELLO's) or
- * STREAM_E_RAM_ENCODING (ZSTD without HELLO's ZSTD flag). */
+ * STREAM_E_PAGE_SIZE (a RAM record's page size is not HELLO's),
+ * STREAM_E_RAM_ENCODING (ZSTD without HELLO's ZSTD flag), STREAM_E_JOIN
+ * (a JOIN of another session or connection count) or STREAM_E_RAM_LANE
+ * (a RAM range in another connection's stripe). */
 int stream_seq_next(struct stream_seq *s, const struct stream_record *rec);
+
+/* The connection that carries the page at gpa: stripe gpa >> shift goes on
+ * connection stripe % connections. */
+static inline unsigned stream_lane_of(uint64_t gpa, unsigned stripe_shift, unsigned connections)
+{
+	return connections <= 1 ? 0 : (unsigned)((gpa >> stripe_shift) % connections);
+}
 
 /* Encoders: bytes written, -ENOSPC when cap is too small, or -EINVAL for
  * input the decoder would reject (so whatever encodes, decodes). */
@@ -251,6 +292,8 @@ ssize_t stream_encode_state(uint8_t *buf, size_t cap, const char *name, uint32_t
 			    uint32_t version, uint32_t section_id, const void *data, size_t len);
 ssize_t stream_encode_end(uint8_t *buf, size_t cap, uint64_t ram_pages, uint32_t state_count);
 ssize_t stream_encode_error(uint8_t *buf, size_t cap, uint32_t code, const char *reason);
+ssize_t stream_encode_join(uint8_t *buf, size_t cap, const struct stream_join *j);
+ssize_t stream_encode_sync(uint8_t *buf, size_t cap);
 
 /* RAM in two steps, so the pages are written (or compressed) straight into
  * the record: stream_ram_begin() writes the header and the ranges and says

@@ -40,6 +40,10 @@ static int parse_args(int argc, char **argv, json_t *req, bool *json, char *err,
 				snprintf(err, errlen, "%s: '%s' is not a number", a, v);
 				return -EINVAL;
 			}
+			if (!strcmp(a, "--connections") && (n < 1 || n > 16)) {
+				snprintf(err, errlen, "--connections: %s is out of range (1-16)", v);
+				return -EINVAL;
+			}
 			json_object_set_new(req, !strcmp(a, "--downtime-ms") ? "downtime_ms"
 						 : !strcmp(a, "--timeout-s")  ? "timeout_s"
 									      : "connections",

@@ -2,7 +2,9 @@
  *
  * The input is a byte stream as a receiver would get it. Records are
  * decoded from it one after another until an error or "need more", and
- * each one is fed to the order checker and the guest-memory range check.
+ * each one is fed to the order checkers (of connection 0, and, once a
+ * HELLO set the session up, of a connection after the first, which must
+ * JOIN) and the guest-memory range check.
  * Invariants are checked with __builtin_trap():
  *   - a decoded record is re-encoded by the encoders into exactly the same
  *     bytes (whatever the decoder accepts, the encoder would have written);
@@ -17,6 +19,7 @@
  * field checks behind it.
  * Prefixes are copied into buffers of exactly their size, so a read past
  * len is an ASan report. */
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -100,6 +103,12 @@ static void reencode(const uint8_t *in, size_t len, const struct stream_record *
 	case STREAM_END:
 		n = stream_encode_end(out, len, rec->end.ram_pages, rec->end.state_count);
 		break;
+	case STREAM_JOIN:
+		n = stream_encode_join(out, len, &rec->join);
+		break;
+	case STREAM_SYNC:
+		n = stream_encode_sync(out, len);
+		break;
 	default:
 		__builtin_trap();
 	}
@@ -175,7 +184,8 @@ static void fix_crcs(uint8_t *p, size_t size)
 static void run(const uint8_t *data, size_t size)
 {
 	struct stream_record rec;
-	struct stream_seq seq;
+	struct stream_seq seq, lane;
+	bool lane_on = false;
 	size_t off = 0, used;
 	int r = 0;
 
@@ -196,7 +206,17 @@ static void run(const uint8_t *data, size_t size)
 		}
 		ENSURE(r == rec.type);
 		check_record(p, len, used, &rec);
-		(void)stream_seq_next(&seq, &rec);
+		if (lane_on) {
+			int lr = stream_seq_next(&lane, &rec);
+
+			ENSURE(lr == 0 || strcmp(stream_strerror(lr), "unknown error") != 0);
+		}
+		if (stream_seq_next(&seq, &rec) == 0 && rec.type == STREAM_HELLO) {
+			/* The same records, as a second connection would see them. */
+			stream_seq_init_join(&lane, &seq);
+			ENSURE(lane.connections == rec.hello.connections);
+			lane_on = true;
+		}
 		off += used;
 	}
 	if (r < 0) {

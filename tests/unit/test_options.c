@@ -91,8 +91,15 @@ static void test_migrate_request(void)
 	CHECK_EQ(opts_from("{\"uri\":\"tcp:h:1\",\"compress\":\"lz4\"}", &o, err, sizeof(err)), -EINVAL);
 	CHECK_CONTAINS(err, "compress");
 	CHECK_EQ(opts_from("{\"uri\":\"tcp:h:1\",\"skip_free\":1}", &o, err, sizeof(err)), -EINVAL);
-	/* Parallel connections are not built yet: asking for them is an error. */
-	CHECK_EQ(opts_from("{\"uri\":\"tcp:h:1\",\"connections\":4}", &o, err, sizeof(err)), -EINVAL);
+	/* Parallel connections: 1 to 16. */
+	CHECK_EQ(opts_from("{\"uri\":\"tcp:h:1\",\"connections\":4}", &o, err, sizeof(err)), 0);
+	CHECK_EQ(o.connections, 4);
+	CHECK_EQ(opts_from("{\"uri\":\"tcp:h:1\",\"connections\":16}", &o, err, sizeof(err)), 0);
+	CHECK_EQ(o.connections, 16);
+	CHECK_EQ(opts_from("{\"uri\":\"tcp:h:1\",\"connections\":17}", &o, err, sizeof(err)), -EINVAL);
+	CHECK_CONTAINS(err, "connections");
+	CHECK_EQ(opts_from("{\"uri\":\"tcp:h:1\",\"connections\":0}", &o, err, sizeof(err)), -EINVAL);
+	CHECK_EQ(opts_from("{\"uri\":\"tcp:h:1\",\"connections\":\"2\"}", &o, err, sizeof(err)), -EINVAL);
 }
 
 int main(int argc, char **argv)

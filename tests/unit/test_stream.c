@@ -78,17 +78,27 @@ static int decode_n(const uint8_t *p, size_t n, struct stream_record *rec)
 
 static const struct stream_hello hello0 = {
 	.flags = STREAM_HELLO_ZSTD, .page_size = PAGE, .nr_vcpus = 2, .ram_size = 512ULL << 20,
+	.connections = 1, .stripe_shift = 22, .session = 0x0123456789abcdefULL,
 	.devices = "uart;balloon:hint,report", .devices_len = 24,
 };
+
+/* hello0 with four connections. */
+static struct stream_hello hello4(void)
+{
+	struct stream_hello h = hello0;
+
+	h.connections = 4;
+	return h;
+}
 
 static void test_hello_roundtrip(void)
 {
 	struct stream_record rec;
 	ssize_t n = stream_encode_hello(buf, sizeof(buf), &hello0);
 
-	REQUIRE(n == STREAM_HDR_SIZE + 26 + 24);
+	REQUIRE(n == STREAM_HDR_SIZE + 38 + 24);
 	/* The magic and version on the wire, byte by byte. */
-	CHECK(memcmp(buf + STREAM_HDR_SIZE, "VMIG\x01\x00", 6) == 0);
+	CHECK(memcmp(buf + STREAM_HDR_SIZE, "VMIG\x02\x00", 6) == 0);
 	CHECK_EQ(buf[0], 1);
 	CHECK_EQ(buf[1], 0);
 	REQUIRE(decode_n(buf, (size_t)n, &rec) == STREAM_HELLO);
@@ -97,6 +107,12 @@ static void test_hello_roundtrip(void)
 	CHECK_EQ(rec.hello.page_size, PAGE);
 	CHECK_EQ(rec.hello.nr_vcpus, 2);
 	CHECK_EQ(rec.hello.ram_size, 512ULL << 20);
+	CHECK_EQ(rec.hello.connections, 1);
+	CHECK_EQ(rec.hello.stripe_shift, 22);
+	CHECK_EQ(rec.hello.session, 0x0123456789abcdefULL);
+	/* The session, little-endian at offset 28. */
+	CHECK_EQ(buf[STREAM_HDR_SIZE + 28], 0xef);
+	CHECK_EQ(buf[STREAM_HDR_SIZE + 35], 0x01);
 	CHECK_EQ(rec.hello.devices_len, 24);
 	CHECK(memcmp(rec.hello.devices, hello0.devices, 24) == 0);
 	CHECK_EQ(stream_check_hello(&rec.hello, &hello0), 0);
@@ -150,6 +166,30 @@ static void test_small_records_roundtrip(void)
 	REQUIRE(decode_n(buf, (size_t)n, &rec) == STREAM_END);
 	CHECK_EQ(rec.end.ram_pages, 0x123456789aULL);
 	CHECK_EQ(rec.end.state_count, 42);
+
+	n = stream_encode_join(buf, sizeof(buf),
+			       &(struct stream_join){ 0xfeedfacecafe0001ULL, 3, 4 });
+	REQUIRE(n == STREAM_HDR_SIZE + 12);
+	CHECK_EQ(buf[0], STREAM_JOIN);
+	REQUIRE(decode_n(buf, (size_t)n, &rec) == STREAM_JOIN);
+	CHECK_EQ(rec.join.session, 0xfeedfacecafe0001ULL);
+	CHECK_EQ(rec.join.index, 3);
+	CHECK_EQ(rec.join.connections, 4);
+
+	n = stream_encode_ack(buf, sizeof(buf), STREAM_PHASE_CONNECTED, 0, NULL);
+	REQUIRE(n > 0);
+	REQUIRE(decode_n(buf, (size_t)n, &rec) == STREAM_ACK);
+	CHECK_EQ(rec.ack.phase, STREAM_PHASE_CONNECTED);
+
+	n = stream_encode_sync(buf, sizeof(buf));
+	REQUIRE(n == STREAM_HDR_SIZE);
+	CHECK_EQ(buf[0], 10);
+	REQUIRE(decode_n(buf, (size_t)n, &rec) == STREAM_SYNC);
+	CHECK_EQ(rec.len, 0);
+	n = stream_encode_ack(buf, sizeof(buf), STREAM_PHASE_SYNCED, 0, NULL);
+	REQUIRE(n > 0);
+	REQUIRE(decode_n(buf, (size_t)n, &rec) == STREAM_ACK);
+	CHECK_EQ(rec.ack.phase, STREAM_PHASE_SYNCED);
 }
 
 static void test_state_roundtrip(void)
@@ -493,7 +533,8 @@ static void test_hello_errors(void)
 		CHECK_EQ(decode_n(buf, STREAM_HDR_SIZE + get32(buf + 4), &rec), (want));   \
 	} while (0)
 	HELLO_EXPECT(p[0] = 'X', STREAM_E_MAGIC);
-	HELLO_EXPECT(put16(p + 4, 2), STREAM_E_VERSION);
+	HELLO_EXPECT(put16(p + 4, 3), STREAM_E_VERSION);
+	HELLO_EXPECT(put16(p + 4, 1), STREAM_E_VERSION);
 	HELLO_EXPECT(put16(p + 4, 0), STREAM_E_VERSION);
 	HELLO_EXPECT(put16(p + 6, 0x0002), STREAM_E_FLAGS);
 	HELLO_EXPECT(put32(p + 8, 8192 + 4096), STREAM_E_PAGE_SIZE);
@@ -503,16 +544,26 @@ static void test_hello_errors(void)
 	HELLO_EXPECT(put32(p + 12, STREAM_MAX_VCPUS + 1), STREAM_E_HELLO);
 	HELLO_EXPECT(put64(p + 16, 0), STREAM_E_HELLO);
 	HELLO_EXPECT(put64(p + 16, PAGE + 1), STREAM_E_HELLO);
-	HELLO_EXPECT(put16(p + 24, 25), STREAM_E_TRUNCATED);
-	HELLO_EXPECT(put16(p + 24, 23), STREAM_E_TRAILING);
-	HELLO_EXPECT(put16(p + 24, STREAM_MAX_DEVICES_LEN + 1), STREAM_E_STRING);
-	HELLO_EXPECT(p[26] = 0, STREAM_E_STRING);    /* NUL inside */
-	HELLO_EXPECT(p[27] = 0x1b, STREAM_E_STRING); /* an escape */
-	HELLO_EXPECT(p[28] = 0x80, STREAM_E_STRING);
+	/* Connections 1..256; stripes of 64 KiB to 1 TiB, at least a page. */
+	HELLO_EXPECT(put16(p + 24, 0), STREAM_E_HELLO);
+	HELLO_EXPECT(put16(p + 24, STREAM_MAX_CONNECTIONS + 1), STREAM_E_HELLO);
+	HELLO_EXPECT(put16(p + 24, STREAM_MAX_CONNECTIONS), STREAM_HELLO);
+	HELLO_EXPECT(put16(p + 26, 15), STREAM_E_HELLO);
+	HELLO_EXPECT(put16(p + 26, 41), STREAM_E_HELLO);
+	HELLO_EXPECT((put32(p + 8, 1u << 16), put16(p + 26, 16)), STREAM_HELLO);
+	HELLO_EXPECT(put16(p + 26, 40), STREAM_HELLO);
+	HELLO_EXPECT(put16(p + 36, 25), STREAM_E_TRUNCATED);
+	HELLO_EXPECT(put16(p + 36, 23), STREAM_E_TRAILING);
+	HELLO_EXPECT(put16(p + 36, STREAM_MAX_DEVICES_LEN + 1), STREAM_E_STRING);
+	HELLO_EXPECT(p[38] = 0, STREAM_E_STRING);    /* NUL inside */
+	HELLO_EXPECT(p[39] = 0x1b, STREAM_E_STRING); /* an escape */
+	HELLO_EXPECT(p[40] = 0x80, STREAM_E_STRING);
 	/* Too short for magic, for version, for the fixed part. */
 	HELLO_EXPECT(put32(buf + 4, 3), STREAM_E_TRUNCATED);
 	HELLO_EXPECT(put32(buf + 4, 5), STREAM_E_TRUNCATED);
-	HELLO_EXPECT(put32(buf + 4, 25), STREAM_E_TRUNCATED);
+	HELLO_EXPECT(put32(buf + 4, 37), STREAM_E_TRUNCATED);
+	/* A version-1 HELLO (26 fixed bytes) fails on its version, not its size. */
+	HELLO_EXPECT((put16(p + 4, 1), put32(buf + 4, 26 + 24)), STREAM_E_VERSION);
 #undef HELLO_EXPECT
 }
 
@@ -547,7 +598,7 @@ static void test_ack_error_errors(void)
 
 #define ACK(r) stream_encode_ack(buf, sizeof(buf), STREAM_PHASE_SETUP, 0, r)
 	REC_EXPECT(ACK("ok"), put16(p, 0), STREAM_E_PHASE);
-	REC_EXPECT(ACK("ok"), put16(p, 4), STREAM_E_PHASE);
+	REC_EXPECT(ACK("ok"), put16(p, 6), STREAM_E_PHASE);
 	REC_EXPECT(ACK("ok"), put16(p, 0xffff), STREAM_E_PHASE);
 	REC_EXPECT(ACK("ok"), put16(p + 2, 3), STREAM_E_TRUNCATED);
 	REC_EXPECT(ACK("ok"), put16(p + 2, 1), STREAM_E_TRAILING);
@@ -565,10 +616,21 @@ static void test_ack_error_errors(void)
 	REC_EXPECT(stream_encode_iter(buf, sizeof(buf), 1), put32(buf + 4, 5), STREAM_E_TRAILING);
 	REC_EXPECT(stream_encode_precopy_done(buf, sizeof(buf)), put32(buf + 4, 1),
 		   STREAM_E_TRAILING);
+	REC_EXPECT(stream_encode_sync(buf, sizeof(buf)), put32(buf + 4, 1), STREAM_E_TRAILING);
 	REC_EXPECT(stream_encode_end(buf, sizeof(buf), 1, 1), put32(buf + 4, 11),
 		   STREAM_E_TRUNCATED);
 	REC_EXPECT(stream_encode_end(buf, sizeof(buf), 1, 1), put32(buf + 4, 13),
 		   STREAM_E_TRAILING);
+#define JOIN(i, n) stream_encode_join(buf, sizeof(buf), &(struct stream_join){ 7, (i), (n) })
+	REC_EXPECT(JOIN(1, 2), put32(buf + 4, 11), STREAM_E_TRUNCATED);
+	REC_EXPECT(JOIN(1, 2), put32(buf + 4, 13), STREAM_E_TRAILING);
+	/* Index 1..connections-1, connections 2..256. */
+	REC_EXPECT(JOIN(1, 2), put16(p + 8, 0), STREAM_E_JOIN);
+	REC_EXPECT(JOIN(1, 2), put16(p + 8, 2), STREAM_E_JOIN);
+	REC_EXPECT(JOIN(1, 2), put16(p + 10, 1), STREAM_E_JOIN);
+	REC_EXPECT(JOIN(1, 2), (put16(p + 8, 300), put16(p + 10, 301)), STREAM_E_JOIN);
+	REC_EXPECT(JOIN(1, 2), (put16(p + 8, 255), put16(p + 10, 256)), STREAM_JOIN);
+#undef JOIN
 #undef ACK
 #undef ERR
 }
@@ -818,6 +880,118 @@ static void test_sequence(void)
 	CHECK_EQ(stream_seq_next(&seq, &recs[2]), STREAM_E_ORDER);
 }
 
+/* Decodes a ZERO record of one range into rec (its bytes in out). */
+static void zero_rec(uint8_t *out, size_t cap, uint64_t gpa, uint32_t pages,
+		     struct stream_record *rec)
+{
+	const struct stream_range r[] = { { gpa, pages } };
+	ssize_t n = stream_encode_ram(out, cap, STREAM_RAM_ZERO, PAGE, r, 1, NULL, 0);
+	size_t used;
+
+	REQUIRE(n > 0);
+	REQUIRE(stream_decode(out, (size_t)n, rec, &used) == STREAM_RAM);
+}
+
+/* A record encoded into out and decoded into rec. */
+#define DECODED(out, rec, encode)                                                          \
+	do {                                                                               \
+		ssize_t n_ = (encode);                                                     \
+		size_t used_;                                                              \
+		REQUIRE(n_ > 0);                                                           \
+		REQUIRE(stream_decode((out), (size_t)n_, (rec), &used_) > 0);              \
+	} while (0)
+
+/* Four connections, stripes of 4 MiB: stripe i belongs to connection i % 4. */
+static void test_sequence_connections(void)
+{
+	static uint8_t b[8][256];
+	const struct stream_hello h4 = hello4();
+	struct stream_record hello, ram, rec;
+	struct stream_seq main, lane;
+
+	CHECK_EQ(stream_lane_of(0, 22, 4), 0);
+	CHECK_EQ(stream_lane_of(5ULL << 22, 22, 4), 1);
+	CHECK_EQ(stream_lane_of((4ULL << 30) + (2ULL << 22), 22, 4), 2);
+	CHECK_EQ(stream_lane_of(5ULL << 22, 22, 1), 0);
+	DECODED(b[0], &hello, stream_encode_hello(b[0], sizeof(b[0]), &h4));
+	stream_seq_init(&main);
+	REQUIRE(stream_seq_next(&main, &hello) == 0);
+	/* Connection 0 carries stripes 0, 4, 8, ... and no JOIN. */
+	zero_rec(b[1], sizeof(b[1]), 0x1000, 3, &ram);
+	CHECK_EQ(stream_seq_next(&main, &ram), 0);
+	zero_rec(b[1], sizeof(b[1]), 4ULL << 22, 1024, &ram);
+	CHECK_EQ(stream_seq_next(&main, &ram), 0);
+	zero_rec(b[1], sizeof(b[1]), 1ULL << 22, 1, &ram);
+	CHECK_EQ(stream_seq_next(&main, &ram), STREAM_E_RAM_LANE);
+	/* A range may not run into the next stripe. */
+	zero_rec(b[1], sizeof(b[1]), (1ULL << 22) - PAGE, 2, &ram);
+	CHECK_EQ(stream_seq_next(&main, &ram), STREAM_E_RAM_LANE);
+	DECODED(b[2], &rec, stream_encode_join(b[2], sizeof(b[2]),
+					       &(struct stream_join){ h4.session, 1, 4 }));
+	CHECK_EQ(stream_seq_next(&main, &rec), STREAM_E_ORDER);
+
+	/* Connection 2: JOIN first, and only one of this session and size. */
+	stream_seq_init_join(&lane, &main);
+	zero_rec(b[1], sizeof(b[1]), 2ULL << 22, 1, &ram);
+	CHECK_EQ(stream_seq_next(&lane, &ram), STREAM_E_ORDER);
+	stream_seq_init_join(&lane, &main);
+	DECODED(b[2], &rec, stream_encode_join(b[2], sizeof(b[2]),
+					       &(struct stream_join){ h4.session + 1, 2, 4 }));
+	CHECK_EQ(stream_seq_next(&lane, &rec), STREAM_E_JOIN);
+	DECODED(b[2], &rec, stream_encode_join(b[2], sizeof(b[2]),
+					       &(struct stream_join){ h4.session, 2, 3 }));
+	CHECK_EQ(stream_seq_next(&lane, &rec), STREAM_E_JOIN);
+	DECODED(b[2], &rec, stream_encode_join(b[2], sizeof(b[2]),
+					       &(struct stream_join){ h4.session, 2, 4 }));
+	CHECK_EQ(stream_seq_next(&lane, &rec), 0);
+	CHECK_EQ(lane.index, 2);
+	CHECK_EQ(stream_seq_next(&lane, &rec), STREAM_E_ORDER); /* a second JOIN */
+	/* Its stripes 2, 6, ...; ITER that increases; RAM on its own. */
+	CHECK_EQ(stream_seq_next(&lane, &ram), 0);
+	zero_rec(b[1], sizeof(b[1]), 6ULL << 22, 1024, &ram);
+	CHECK_EQ(stream_seq_next(&lane, &ram), 0);
+	zero_rec(b[1], sizeof(b[1]), 3ULL << 22, 1, &ram);
+	CHECK_EQ(stream_seq_next(&lane, &ram), STREAM_E_RAM_LANE);
+	DECODED(b[3], &rec, stream_encode_iter(b[3], sizeof(b[3]), 0));
+	CHECK_EQ(stream_seq_next(&lane, &rec), 0);
+	DECODED(b[3], &rec, stream_encode_iter(b[3], sizeof(b[3]), 1));
+	CHECK_EQ(stream_seq_next(&lane, &rec), 0);
+	CHECK_EQ(stream_seq_next(&lane, &rec), STREAM_E_ITER);
+	DECODED(b[7], &rec, stream_encode_sync(b[7], sizeof(b[7])));
+	CHECK_EQ(stream_seq_next(&lane, &rec), 0);
+	CHECK_EQ(stream_seq_next(&main, &rec), 0);
+	DECODED(b[4], &rec, stream_encode_precopy_done(b[4], sizeof(b[4])));
+	CHECK_EQ(stream_seq_next(&lane, &rec), STREAM_E_ORDER);
+	/* Connection 0: no SYNC once pre-copy is over. */
+	CHECK_EQ(stream_seq_next(&main, &rec), 0);
+	DECODED(b[7], &rec, stream_encode_sync(b[7], sizeof(b[7])));
+	CHECK_EQ(stream_seq_next(&main, &rec), STREAM_E_ORDER);
+	DECODED(b[4], &rec, stream_encode_state(b[4], sizeof(b[4]), "vm", 0, 1, 1, NULL, 0));
+	CHECK_EQ(stream_seq_next(&lane, &rec), STREAM_E_ORDER);
+	DECODED(b[4], &rec, stream_encode_hello(b[4], sizeof(b[4]), &h4));
+	CHECK_EQ(stream_seq_next(&lane, &rec), STREAM_E_ORDER);
+	/* Its END counts its own pages (1 + 1024) and no state. */
+	DECODED(b[5], &rec, stream_encode_end(b[5], sizeof(b[5]), 1025, 1));
+	CHECK_EQ(stream_seq_next(&lane, &rec), STREAM_E_TALLY);
+	DECODED(b[5], &rec, stream_encode_end(b[5], sizeof(b[5]), 1024, 0));
+	CHECK_EQ(stream_seq_next(&lane, &rec), STREAM_E_TALLY);
+	DECODED(b[5], &rec, stream_encode_end(b[5], sizeof(b[5]), 1025, 0));
+	CHECK_EQ(stream_seq_next(&lane, &rec), 0);
+	CHECK_EQ(lane.phase, STREAM_SEQ_ENDED);
+	CHECK_EQ(stream_seq_next(&lane, &ram), STREAM_E_ORDER);
+	/* ERROR on a connection ends it. */
+	stream_seq_init_join(&lane, &main);
+	DECODED(b[6], &rec, stream_encode_error(b[6], sizeof(b[6]), 1, "no"));
+	CHECK_EQ(stream_seq_next(&lane, &rec), 0);
+	CHECK_EQ(lane.phase, STREAM_SEQ_ABORTED);
+	/* One connection: a range may span stripes. */
+	DECODED(b[0], &hello, stream_encode_hello(b[0], sizeof(b[0]), &hello0));
+	stream_seq_init(&main);
+	REQUIRE(stream_seq_next(&main, &hello) == 0);
+	zero_rec(b[1], sizeof(b[1]), (1ULL << 22) - PAGE, 2, &ram);
+	CHECK_EQ(stream_seq_next(&main, &ram), 0);
+}
+
 static void test_encoder_limits(void)
 {
 	const struct stream_range r[] = { { 0, 2 } }, bad[] = { { 0x800, 1 } };
@@ -833,6 +1007,8 @@ static void test_encoder_limits(void)
 	CHECK_EQ(stream_encode_ack(buf, (size_t)n - 1, STREAM_PHASE_SETUP, 0, "why"), -ENOSPC);
 	n = stream_encode_error(buf, sizeof(buf), 0, "why");
 	CHECK_EQ(stream_encode_error(buf, (size_t)n - 1, 0, "why"), -ENOSPC);
+	CHECK_EQ(stream_encode_join(buf, 23, &(struct stream_join){ 1, 1, 2 }), -ENOSPC);
+	CHECK_EQ(stream_encode_join(buf, 24, &(struct stream_join){ 1, 1, 2 }), 24);
 	CHECK_EQ(stream_encode_iter(buf, 15, 0), -ENOSPC);
 	CHECK_EQ(stream_encode_precopy_done(buf, 11), -ENOSPC);
 	CHECK_EQ(stream_encode_end(buf, 23, 0, 0), -ENOSPC);
@@ -856,7 +1032,21 @@ static void test_encoder_limits(void)
 	h.devices_len = 8;
 	CHECK_EQ(stream_encode_hello(buf, sizeof(buf), &h), -EINVAL);
 	CHECK_EQ(stream_encode_ack(buf, sizeof(buf), 0, 0, NULL), -EINVAL);
-	CHECK_EQ(stream_encode_ack(buf, sizeof(buf), 4, 0, NULL), -EINVAL);
+	CHECK_EQ(stream_encode_ack(buf, sizeof(buf), 6, 0, NULL), -EINVAL);
+	CHECK_EQ(stream_encode_sync(buf, 11), -ENOSPC);
+	CHECK_EQ(stream_encode_sync(buf, 12), 12);
+	h = hello0;
+	h.connections = 0;
+	CHECK_EQ(stream_encode_hello(buf, sizeof(buf), &h), -EINVAL);
+	h.connections = 1;
+	h.stripe_shift = 12;
+	CHECK_EQ(stream_encode_hello(buf, sizeof(buf), &h), -EINVAL);
+	h.stripe_shift = 16;
+	h.page_size = 1u << 16;
+	CHECK(stream_encode_hello(buf, sizeof(buf), &h) > 0);
+	CHECK_EQ(stream_encode_join(buf, sizeof(buf), &(struct stream_join){ 1, 0, 2 }), -EINVAL);
+	CHECK_EQ(stream_encode_join(buf, sizeof(buf), &(struct stream_join){ 1, 2, 2 }), -EINVAL);
+	CHECK_EQ(stream_encode_join(buf, sizeof(buf), &(struct stream_join){ 1, 1, 1 }), -EINVAL);
 	memset(longer, 'a', sizeof(longer) - 1);
 	longer[sizeof(longer) - 1] = '\0';
 	CHECK_EQ(stream_encode_error(buf, sizeof(buf), 0, longer), -EINVAL);
@@ -879,7 +1069,7 @@ static void test_encoder_limits(void)
 
 static void test_strerror(void)
 {
-	for (int e = STREAM_E_MAGIC; e >= STREAM_E_ITER; e--) {
+	for (int e = STREAM_E_MAGIC; e >= STREAM_E_RAM_LANE; e--) {
 		const char *s = stream_strerror(e);
 
 		CHECK(s && *s && strcmp(s, "unknown error") != 0);
@@ -889,7 +1079,7 @@ static void test_strerror(void)
 	CHECK_CONTAINS(stream_strerror(STREAM_E_CHECKSUM), "checksum");
 	CHECK_CONTAINS(stream_strerror(STREAM_E_MAGIC), "magic");
 	CHECK_STREQ(stream_strerror(-ENOSPC), strerror(ENOSPC));
-	CHECK_STREQ(stream_strerror(STREAM_E_ITER - 1), "unknown error");
+	CHECK_STREQ(stream_strerror(STREAM_E_RAM_LANE - 1), "unknown error");
 	CHECK_STREQ(stream_strerror(-1000), "unknown error");
 	CHECK_STREQ(stream_strerror(-5000), "unknown error");
 	CHECK_STREQ(stream_strerror(1), "unknown error");
@@ -916,6 +1106,7 @@ int main(int argc, char **argv)
 	RUN(test_ram_errors);
 	RUN(test_check_ram_ranges);
 	RUN(test_sequence);
+	RUN(test_sequence_connections);
 	RUN(test_encoder_limits);
 	RUN(test_strerror);
 	return unit_done();

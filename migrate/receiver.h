@@ -1,0 +1,88 @@
+/* The destination's RAM path: one lane per migration connection, each
+ * with its own connection (its own io_uring), receive buffer and zstd
+ * context. Connection 0 is read by incoming.c's thread (it also carries
+ * HELLO, the state and END); connections 1..N-1 by a thread each, which
+ * stops at its connection's END. Records are decoded where they were
+ * received (no copy of the stream), checked (each connection has its own
+ * order checker, which also keeps every RAM range inside the connection's
+ * own stripes), and their pages written straight into guest memory: a
+ * zstd frame of one range is decompressed in place. Any lane's error
+ * stops all of them; the first one is what vmm reports. */
+#ifndef MIGRATE_RECEIVER_H
+#define MIGRATE_RECEIVER_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include "migrate/ram.h"
+#include "migrate/stream.h"
+#include "migrate/transport.h"
+
+#define RECV_BUF_SIZE (STREAM_HDR_SIZE + STREAM_MAX_PAYLOAD + (1u << 20))
+#define RECV_TIMEOUT_MS 60000
+
+struct vm;
+
+/* What the lanes share. */
+struct recv_shared {
+	struct vm *vm;
+	struct stream_region regions[2];
+	struct stream_layout layout;
+	unsigned nlanes;
+	_Atomic bool abort;          /* a lane failed: the others stop */
+	pthread_mutex_t lock;
+	char err[320];               /* the first error, one line */
+};
+
+struct recv_lane {
+	struct recv_shared *rx;
+	unsigned index;
+	struct mig_conn conn;
+	bool conn_open;
+	uint8_t *buf;                /* bytes [start, have) are not decoded yet */
+	size_t start, have, used;    /* used: the record last returned */
+	struct ram_decompressor zd;
+	bool zd_on;
+	uint8_t *scratch;            /* a zstd frame of several ranges */
+	struct stream_seq seq;
+	pthread_t thread;
+	bool thread_started;
+	int rc;
+	uint64_t t_wait, t_decode, t_write; /* ns, for the trace */
+	uint64_t bytes, records;
+};
+
+void recv_shared_init(struct recv_shared *rx, struct vm *vm);
+/* Records the first error (one line) and stops every lane; returns rc
+ * (-EIO when rc >= 0). */
+int recv_fail(struct recv_shared *rx, int rc, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* Lane index on fd (which it owns from now on). 0 or -errno. */
+int recv_lane_init(struct recv_shared *rx, struct recv_lane *l, unsigned index, int fd);
+void recv_lane_free(struct recv_lane *l);
+/* The next record: its type, with rec pointing into the lane's buffer
+ * until the next call; or a negative code after recv_fail() (also when
+ * another lane failed, or nothing came for timeout_ms). */
+int recv_lane_next(struct recv_lane *l, struct stream_record *rec, int timeout_ms);
+/* Writes a RAM record's pages into guest memory. 0 or an error (failed). */
+int recv_load_ram(struct recv_lane *l, const struct stream_record *rec);
+/* Sends ACK(phase) on the lane's connection (from the thread reading it). */
+int recv_lane_ack(struct recv_lane *l, enum stream_phase phase);
+/* Lanes 1..N-1: a thread that applies RAM, and answers SYNC, until the
+ * connection's END. */
+int recv_lane_start(struct recv_lane *l);
+/* Waits for the lane's thread: 0 once its END came, or its error. */
+int recv_lane_join(struct recv_lane *l);
+
+/* Its figures so far to the trace (trace.h). */
+void recv_lane_trace(const struct recv_lane *l, const char *what);
+
+/* Guest memory while the stream comes in: small pages, so that a page
+ * written for the first time costs a 4 KiB clear instead of a 2 MiB one
+ * (transparent huge pages), and back to huge-page advice afterwards. */
+void recv_ram_begin(struct vm *vm);
+void recv_ram_end(struct vm *vm);
+
+#endif

@@ -1,0 +1,732 @@
+/* The source's RAM path: lanes, passes, stripes and records (see
+ * sender.h). */
+#include "migrate/sender.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "migrate/trace.h"
+#include "virtio/balloon.h"
+#include "vmm/util.h"
+#include "vmm/vm.h"
+
+#define PAGEMAP_PRESENT (1ULL << 63)
+#define PAGEMAP_SWAPPED (1ULL << 62)
+#define PUBLISH_NS 100000000ULL /* figures for `vmm migrate` while a pass runs */
+
+static int lane_fail(struct send_lane *l, int rc, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static int lane_fail(struct send_lane *l, int rc, const char *fmt, ...)
+{
+	struct migration *m = l->rs->m;
+	char msg[200];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	pthread_mutex_lock(&m->lock);
+	if (!m->error[0]) {
+		if (l->rs->nlanes > 1)
+			snprintf(m->error, sizeof(m->error), "connection %u: %s", l->index, msg);
+		else
+			snprintf(m->error, sizeof(m->error), "%s", msg);
+	}
+	pthread_mutex_unlock(&m->lock);
+	atomic_store(&l->rs->abort, true);
+	return rc < 0 ? rc : -EIO;
+}
+
+static int lane_check_abort(struct send_lane *l)
+{
+	struct ram_sender *rs = l->rs;
+
+	if (atomic_load(&rs->abort))
+		return -ESHUTDOWN; /* another lane failed and said why */
+	if (atomic_load(&rs->m->cancel))
+		return lane_fail(l, -ECANCELED, "cancelled");
+	if (rs->deadline_ns && now_ns() > rs->deadline_ns)
+		return lane_fail(l, -ETIMEDOUT, "timed out after %u s", rs->m->opt.timeout_s);
+	if (atomic_load(&rs->vm->stop_reason) != VM_STOP_NONE)
+		return lane_fail(l, -ECANCELED, "the VM is stopping");
+	return 0;
+}
+
+static void note_sent(struct send_lane *l)
+{
+	atomic_store_explicit(&l->st.bytes_sent, l->conn->bytes_sent, memory_order_relaxed);
+}
+
+/* A record buffer free to fill: the oldest one, once its record is sent;
+ * the newer ones stay in flight. */
+static int next_buffer(struct send_lane *l, uint8_t **buf)
+{
+	unsigned i = l->next_buf;
+	uint64_t t0 = now_ns();
+	int rc = mig_conn_wait_sent(l->conn, l->buf_end[i], SEND_IO_TIMEOUT_MS);
+
+	l->t_wait += now_ns() - t0;
+	if (rc)
+		return lane_fail(l, rc, "sending: %s", strerror(-rc));
+	note_sent(l);
+	l->next_buf = (i + 1) % SEND_LANE_BUFS;
+	*buf = l->bufs[i];
+	return 0;
+}
+
+/* Queues the record just written into the buffer next_buffer() gave. */
+static int queue_record(struct send_lane *l, const uint8_t *buf, ssize_t len)
+{
+	unsigned i = (l->next_buf + SEND_LANE_BUFS - 1) % SEND_LANE_BUFS;
+	int rc;
+
+	if (len < 0)
+		return lane_fail(l, (int)len, "encoding a record: %s", stream_strerror((int)len));
+	rc = mig_conn_send(l->conn, buf, (size_t)len);
+	if (rc)
+		return lane_fail(l, rc, "sending: %s", strerror(-rc));
+	l->buf_end[i] = l->conn->bytes_queued;
+	return 0;
+}
+
+static uint64_t page_gpa(const struct guest_mem *mem, uint64_t page)
+{
+	uint64_t off = page << GUEST_PAGE_SHIFT;
+
+	if (mem->nregions > 1 && off >= mem->regions[1].offset)
+		return mem->regions[1].gpa + (off - mem->regions[1].offset);
+	return off;
+}
+
+static uint8_t *page_hva(const struct ram_sender *rs, uint64_t page)
+{
+	return rs->vm->mem.base + (page << GUEST_PAGE_SHIFT);
+}
+
+/* Whether gpa extends the last range (pages are added in ascending order). */
+static bool extends(const struct stream_range *r, unsigned n, uint64_t gpa)
+{
+	return n && r[n - 1].gpa + ((uint64_t)r[n - 1].pages << GUEST_PAGE_SHIFT) == gpa;
+}
+
+static bool want_compress(struct send_lane *l)
+{
+	switch (l->rs->m->opt.compress) {
+	case COMPRESS_ZSTD: return true;
+	case COMPRESS_NONE: return false;
+	case COMPRESS_AUTO: break;
+	}
+	return ram_auto_should_compress(&l->autoc);
+}
+
+/* One zstd frame of the waiting data pages: straight from guest memory
+ * when they are one range (zstd tolerates pages the guest changes
+ * meanwhile: such a page is dirty again and goes in a later pass), else
+ * gathered first. Returns the frame size, or <= 0 to send RAW. */
+static ssize_t compress_data(struct send_lane *l, struct stream_ram_enc *e, size_t raw)
+{
+	const uint8_t *src = page_hva(l->rs, l->data_p[0]);
+	uint64_t t0 = now_ns();
+	ssize_t len;
+
+	if (l->ndr > 1) {
+		for (unsigned i = 0; i < l->nd; i++)
+			memcpy(l->staging + ((size_t)i << GUEST_PAGE_SHIFT),
+			       page_hva(l->rs, l->data_p[i]), GUEST_PAGE_SIZE);
+		src = l->staging;
+	}
+	len = ram_auto_compress(&l->autoc, &l->zc, src, raw, e->data, e->room);
+	l->t_compress += now_ns() - t0;
+	return len > 0 && (size_t)len < raw ? len : 0;
+}
+
+static int flush_data(struct send_lane *l)
+{
+	struct stream_ram_enc e;
+	size_t raw = (size_t)l->nd << GUEST_PAGE_SHIFT;
+	uint8_t *buf;
+	ssize_t len = 0;
+	int rc;
+
+	if (!l->nd)
+		return 0;
+	rc = next_buffer(l, &buf);
+	if (rc)
+		return rc;
+	if (l->zc_on && want_compress(l)) {
+		rc = stream_ram_begin(&e, buf, SEND_BUF_SIZE, STREAM_RAM_ZSTD, GUEST_PAGE_SIZE,
+				      l->data_r, l->ndr);
+		if (rc)
+			return lane_fail(l, rc, "encoding RAM: %s", stream_strerror(rc));
+		len = compress_data(l, &e, raw);
+		if (len > 0) {
+			atomic_fetch_add_explicit(&l->st.pages_zstd, l->nd, memory_order_relaxed);
+			atomic_fetch_add_explicit(&l->st.raw_bytes_compressed, raw,
+						  memory_order_relaxed);
+			atomic_fetch_add_explicit(&l->st.zstd_bytes, (uint64_t)len,
+						  memory_order_relaxed);
+		}
+	} else if (l->zc_on) {
+		ram_auto_note_raw(&l->autoc);
+	}
+	if (len <= 0) {
+		rc = stream_ram_begin(&e, buf, SEND_BUF_SIZE, STREAM_RAM_RAW, GUEST_PAGE_SIZE,
+				      l->data_r, l->ndr);
+		if (rc)
+			return lane_fail(l, rc, "encoding RAM: %s", stream_strerror(rc));
+		for (unsigned i = 0; i < l->nd; i++)
+			memcpy(e.data + ((size_t)i << GUEST_PAGE_SHIFT), page_hva(l->rs, l->data_p[i]),
+			       GUEST_PAGE_SIZE);
+		atomic_fetch_add_explicit(&l->st.pages_raw, l->nd, memory_order_relaxed);
+		len = (ssize_t)raw;
+	}
+	l->ram_pages += l->nd;
+	l->nd = l->ndr = 0;
+	return queue_record(l, buf, stream_ram_finish(&e, (size_t)len));
+}
+
+static int flush_zero(struct send_lane *l)
+{
+	uint8_t *buf;
+	int rc;
+
+	if (!l->nzr)
+		return 0;
+	rc = next_buffer(l, &buf);
+	if (rc)
+		return rc;
+	atomic_fetch_add_explicit(&l->st.pages_zero, l->nz, memory_order_relaxed);
+	l->ram_pages += l->nz;
+	rc = queue_record(l, buf, stream_encode_ram(buf, SEND_BUF_SIZE, STREAM_RAM_ZERO,
+						    GUEST_PAGE_SIZE, l->zero_r, l->nzr, NULL, 0));
+	l->nzr = 0;
+	l->nz = 0;
+	return rc;
+}
+
+static int add_data(struct send_lane *l, uint64_t page)
+{
+	uint64_t gpa = page_gpa(&l->rs->vm->mem, page);
+	int rc;
+
+	if (l->nd == SEND_CHUNK_PAGES && (rc = flush_data(l)))
+		return rc;
+	if (extends(l->data_r, l->ndr, gpa)) {
+		l->data_r[l->ndr - 1].pages++;
+	} else {
+		l->data_r[l->ndr].gpa = gpa;
+		l->data_r[l->ndr++].pages = 1;
+	}
+	l->data_p[l->nd++] = page;
+	return 0;
+}
+
+/* Zero pages of the whole pass share records: a ZERO range costs 12 bytes
+ * and the receiver one madvise, however long it is. */
+static int add_zero(struct send_lane *l, uint64_t page)
+{
+	uint64_t gpa = page_gpa(&l->rs->vm->mem, page);
+	int rc;
+
+	if (l->nz == STREAM_RAM_MAX_ZERO_PAGES && (rc = flush_zero(l)))
+		return rc;
+	if (extends(l->zero_r, l->nzr, gpa)) {
+		l->zero_r[l->nzr - 1].pages++;
+	} else {
+		if (l->nzr == STREAM_RAM_MAX_RANGES && (rc = flush_zero(l)))
+			return rc;
+		l->zero_r[l->nzr].gpa = gpa;
+		l->zero_r[l->nzr++].pages = 1;
+	}
+	l->nz++;
+	return 0;
+}
+
+static bool page_discarded(const struct ram_sender *rs, uint64_t page)
+{
+	const struct balloon *b = rs->vm->balloon;
+
+	return b && (b->discarded[page / 64] >> (page % 64)) & 1;
+}
+
+/* Residency of pages [lo, hi) into l->pagemap, one read. */
+static int read_pagemap(struct send_lane *l, uint64_t lo, uint64_t hi)
+{
+	size_t len = (size_t)(hi - lo) * sizeof(uint64_t);
+	off_t off = (off_t)(((uintptr_t)page_hva(l->rs, lo) >> GUEST_PAGE_SHIFT) * 8);
+
+	if (pread(l->rs->pagemap_fd, l->pagemap, len, off) != (ssize_t)len)
+		return lane_fail(l, -EIO, "reading /proc/self/pagemap: %s", strerror(errno));
+	return 0;
+}
+
+/* Takes the send bits of one stripe; false when there are none. */
+static bool take_stripe(struct send_lane *l, uint64_t first, uint64_t n)
+{
+	_Atomic uint64_t *w = (_Atomic uint64_t *)l->rs->send.words + first / 64;
+	uint64_t any = 0;
+
+	for (uint64_t i = 0; i < bitmap_words(n); i++)
+		any |= l->mask[i] = bitmap_atomic_take_word(&w[i]);
+	return any != 0;
+}
+
+static bool taken(const struct send_lane *l, uint64_t i)
+{
+	return l->mask[i / 64] >> (i % 64) & 1;
+}
+
+/* Sends the pages of one stripe that are in the send set. The whole send
+ * set was re-protected right after the sync (ram_sender_protect), so a
+ * write that lands while a page is read is in the copy or dirties the
+ * page again. */
+static int send_stripe(struct send_lane *l, uint64_t first, uint64_t n, bool bulk)
+{
+	struct ram_sender *rs = l->rs;
+	bool skip = bulk && rs->skip_free;
+	uint64_t lo = first, hi = first + n;
+	int rc;
+
+	if (!take_stripe(l, first, n))
+		return 0;
+	if ((rc = lane_check_abort(l)))
+		return rc;
+	while (!taken(l, lo - first))
+		lo++;
+	while (!taken(l, hi - 1 - first))
+		hi--;
+	/* Residency is read in both modes: a page never touched (or
+	 * discarded by the balloon) reads as zero and need not be read. */
+	if ((rc = read_pagemap(l, lo, hi)))
+		return rc;
+	for (uint64_t p = lo; p < hi; p++) {
+		uint64_t pm = l->pagemap[p - lo];
+
+		if (!taken(l, p - first))
+			continue;
+		if (!(pm & (PAGEMAP_PRESENT | PAGEMAP_SWAPPED))) {
+			/* The destination's memory is still zero in the bulk pass. */
+			if (skip) {
+				if (page_discarded(rs, p))
+					atomic_fetch_add_explicit(&l->st.skipped_reported, 1,
+								  memory_order_relaxed);
+				else
+					atomic_fetch_add_explicit(&l->st.skipped_untouched, 1,
+								  memory_order_relaxed);
+				continue;
+			}
+			rc = add_zero(l, p);
+		} else if (ram_page_is_zero(page_hva(rs, p), GUEST_PAGE_SIZE)) {
+			rc = add_zero(l, p);
+		} else {
+			rc = add_data(l, p);
+		}
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+static unsigned stripe_lane(const struct ram_sender *rs, uint64_t first_page)
+{
+	return stream_lane_of(page_gpa(&rs->vm->mem, first_page), SEND_STRIPE_SHIFT, rs->nlanes);
+}
+
+/* ITER on every connection (so none stays quiet for a whole pass), or
+ * PRECOPY_DONE on connection 0. */
+static int send_prefix(struct send_lane *l, const struct send_pass *p)
+{
+	uint8_t *buf;
+	int rc;
+
+	if (!p->iter && !(p->precopy_done && !l->index))
+		return 0;
+	rc = next_buffer(l, &buf);
+	if (rc)
+		return rc;
+	return queue_record(l, buf, p->iter ? stream_encode_iter(buf, SEND_BUF_SIZE, p->iteration)
+					    : stream_encode_precopy_done(buf, SEND_BUF_SIZE));
+}
+
+int reply_next(struct mig_conn *c, struct reply_buf *rb, struct stream_record *rec,
+	       size_t *used, int timeout_ms)
+{
+	for (;;) {
+		ssize_t n;
+		int rc = stream_decode(rb->buf, rb->have, rec, used);
+
+		if (rc)
+			return rc;
+		if (rb->have == sizeof(rb->buf))
+			return -EPROTO;
+		n = mig_conn_recv(c, rb->buf + rb->have, sizeof(rb->buf) - rb->have, timeout_ms);
+		if (n <= 0)
+			return n ? (int)n : -ECONNRESET;
+		rb->have += (size_t)n;
+	}
+}
+
+void reply_consume(struct reply_buf *rb, size_t used)
+{
+	memmove(rb->buf, rb->buf + used, rb->have - used);
+	rb->have -= used;
+}
+
+/* SYNC, and its answer once the destination applied everything before. */
+static int sync_lane(struct send_lane *l)
+{
+	struct stream_record rec;
+	uint8_t *buf;
+	size_t used;
+	uint64_t t0;
+	int rc = next_buffer(l, &buf);
+
+	if (!rc)
+		rc = queue_record(l, buf, stream_encode_sync(buf, SEND_BUF_SIZE));
+	if (!rc && (rc = mig_conn_flush(l->conn, SEND_IO_TIMEOUT_MS)))
+		return lane_fail(l, rc, "sending: %s", strerror(-rc));
+	if (rc)
+		return rc;
+	t0 = now_ns();
+	rc = reply_next(l->conn, l->reply, &rec, &used, SEND_IO_TIMEOUT_MS);
+	l->t_wait += now_ns() - t0;
+	if (rc < 0)
+		return lane_fail(l, rc, "destination: %s",
+				 rc == -ECONNRESET ? "connection closed" : stream_strerror(rc));
+	if (rec.type == STREAM_ERROR)
+		rc = lane_fail(l, -EPROTO, "destination refused: %.*s", rec.error.reason_len,
+			       rec.error.reason);
+	else if (rec.type != STREAM_ACK || rec.ack.phase != STREAM_PHASE_SYNCED || rec.ack.status)
+		rc = lane_fail(l, -EPROTO, "unexpected reply from the destination (type %u)",
+			       rec.type);
+	else
+		rc = 0;
+	reply_consume(l->reply, used);
+	return rc;
+}
+
+static int lane_pass(struct send_lane *l, const struct send_pass *p)
+{
+	struct ram_sender *rs = l->rs;
+	uint64_t t0 = now_ns(), b0 = l->conn->bytes_queued, p0 = l->ram_pages;
+	int rc = send_prefix(l, p);
+
+	l->t_compress = l->t_wait = 0;
+	for (uint64_t first = 0; !rc && first < rs->npages; first += SEND_STRIPE_PAGES) {
+		uint64_t n = rs->npages - first < SEND_STRIPE_PAGES ? rs->npages - first
+								       : SEND_STRIPE_PAGES;
+
+		if (stripe_lane(rs, first) == l->index)
+			rc = send_stripe(l, first, n, p->bulk);
+	}
+	if (!rc)
+		rc = flush_data(l);
+	if (!rc)
+		rc = flush_zero(l);
+	if (!rc && p->end && l->index) {
+		uint8_t *buf;
+
+		rc = next_buffer(l, &buf);
+		if (!rc)
+			rc = queue_record(l, buf, stream_encode_end(buf, SEND_BUF_SIZE,
+								    l->ram_pages, 0));
+	}
+	if (!rc && !p->end)
+		rc = sync_lane(l);
+	if (!rc) {
+		uint64_t t1 = now_ns();
+
+		rc = mig_conn_flush(l->conn, SEND_IO_TIMEOUT_MS);
+		l->t_wait += now_ns() - t1;
+		if (rc)
+			rc = lane_fail(l, rc, "sending: %s", strerror(-rc));
+	}
+	note_sent(l);
+	mig_trace("lane %u pass done in %.1f ms: %llu pages, %llu bytes; compress %.1f,"
+		  " waiting for the socket and the destination %.1f ms", l->index,
+		  (double)(now_ns() - t0) / 1e6, (unsigned long long)(l->ram_pages - p0),
+		  (unsigned long long)(l->conn->bytes_queued - b0), (double)l->t_compress / 1e6,
+		  (double)l->t_wait / 1e6);
+	return rc;
+}
+
+static void *lane_thread(void *arg)
+{
+	struct send_lane *l = arg;
+	struct ram_sender *rs = l->rs;
+	unsigned seen = 0;
+	char name[16];
+
+	snprintf(name, sizeof(name), "migrate-%u", l->index);
+	pthread_setname_np(pthread_self(), name);
+	pthread_mutex_lock(&rs->lock);
+	for (;;) {
+		struct send_pass pass;
+		int rc;
+
+		while (rs->gen == seen && !rs->quit)
+			pthread_cond_wait(&rs->cond, &rs->lock);
+		if (rs->quit)
+			break;
+		seen = rs->gen;
+		pass = rs->pass;
+		pthread_mutex_unlock(&rs->lock);
+		rc = lane_pass(l, &pass);
+		pthread_mutex_lock(&rs->lock);
+		/* The lane that failed says why; the others only stopped. */
+		if (rc && (!rs->error || rs->error == -ESHUTDOWN))
+			rs->error = rc;
+		if (--rs->running == 0)
+			pthread_cond_broadcast(&rs->cond);
+	}
+	pthread_mutex_unlock(&rs->lock);
+	return NULL;
+}
+
+static int lane_init(struct ram_sender *rs, struct send_lane *l, unsigned index)
+{
+	struct migration *m = rs->m;
+
+	l->rs = rs;
+	l->index = index;
+	l->conn = &l->own;
+	l->reply = &l->own_reply;
+	for (unsigned i = 0; i < SEND_LANE_BUFS; i++)
+		if (!(l->bufs[i] = malloc(SEND_BUF_SIZE)))
+			return -ENOMEM;
+	l->staging = malloc(SEND_CHUNK_PAGES * GUEST_PAGE_SIZE);
+	if (!l->staging)
+		return -ENOMEM;
+	if (m->opt.compress != COMPRESS_NONE) {
+		if (ram_compressor_init(&l->zc, 1))
+			return -ENOMEM;
+		l->zc_on = true;
+		/* The record's crc32 already covers the frame on the wire. */
+		ram_compressor_set_checksum(&l->zc, false);
+		ram_auto_init(&l->autoc);
+	}
+	return 0;
+}
+
+int ram_sender_init(struct ram_sender *rs, struct migration *m, struct dirty_log *dirty,
+		    struct mig_conn *conn0, struct reply_buf *reply0, unsigned nlanes)
+{
+	memset(rs, 0, sizeof(*rs));
+	rs->m = m;
+	rs->vm = m->vm;
+	rs->dirty = dirty;
+	rs->nlanes = nlanes;
+	rs->skip_free = m->opt.skip_free;
+	rs->pagemap_fd = -1;
+	rs->npages = guest_mem_pages(&m->vm->mem);
+	if (m->opt.timeout_s)
+		rs->deadline_ns = m->st.start_ns + (uint64_t)m->opt.timeout_s * 1000000000ULL;
+	pthread_mutex_init(&rs->lock, NULL);
+	pthread_cond_init(&rs->cond, NULL);
+	rs->sync_init = true;
+	rs->pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	if (rs->pagemap_fd < 0)
+		return -errno;
+	if (bitmap_alloc(&rs->send, rs->npages))
+		return -ENOMEM;
+	rs->lanes = calloc(nlanes, sizeof(*rs->lanes));
+	if (!rs->lanes)
+		return -ENOMEM;
+	for (unsigned i = 0; i < nlanes; i++)
+		if (lane_init(rs, &rs->lanes[i], i))
+			return -ENOMEM;
+	rs->lanes[0].conn = conn0;
+	rs->lanes[0].reply = reply0;
+	return 0;
+}
+
+int ram_sender_start(struct ram_sender *rs)
+{
+	for (unsigned i = 0; i < rs->nlanes; i++) {
+		struct send_lane *l = &rs->lanes[i];
+		int rc = pthread_create(&l->thread, NULL, lane_thread, l);
+
+		if (rc)
+			return -rc;
+		l->thread_started = true;
+	}
+	return 0;
+}
+
+uint64_t ram_sender_bytes(struct ram_sender *rs)
+{
+	uint64_t n = 0;
+
+	for (unsigned i = 0; rs->lanes && i < rs->nlanes; i++)
+		n += atomic_load_explicit(&rs->lanes[i].st.bytes_sent, memory_order_relaxed);
+	return n;
+}
+
+uint64_t ram_sender_pages(const struct ram_sender *rs)
+{
+	uint64_t n = 0;
+
+	for (unsigned i = 0; rs->lanes && i < rs->nlanes; i++)
+		n += rs->lanes[i].ram_pages;
+	return n;
+}
+
+void ram_sender_publish(struct ram_sender *rs)
+{
+	struct migrate_stats *st = &rs->m->st;
+	struct lane_stats sum = { 0 };
+
+	if (!rs->lanes)
+		return;
+#define ADD(f) sum.f += atomic_load_explicit(&l->st.f, memory_order_relaxed)
+	for (unsigned i = 0; i < rs->nlanes; i++) {
+		struct send_lane *l = &rs->lanes[i];
+
+		ADD(pages_raw);
+		ADD(pages_zstd);
+		ADD(pages_zero);
+		ADD(skipped_reported);
+		ADD(skipped_untouched);
+		ADD(raw_bytes_compressed);
+		ADD(zstd_bytes);
+		ADD(bytes_sent);
+	}
+#undef ADD
+	pthread_mutex_lock(&rs->m->lock);
+	st->pages_raw = sum.pages_raw;
+	st->pages_zstd = sum.pages_zstd;
+	st->pages_zero = sum.pages_zero;
+	st->skipped_reported = sum.skipped_reported;
+	st->skipped_untouched = sum.skipped_untouched;
+	st->raw_bytes_compressed = sum.raw_bytes_compressed;
+	st->zstd_bytes = sum.zstd_bytes;
+	st->bytes_wire = sum.bytes_sent;
+	st->skipped_hinted = atomic_load(&rs->skipped_hinted);
+	pthread_mutex_unlock(&rs->m->lock);
+}
+
+int ram_sender_pass(struct ram_sender *rs, const struct send_pass *p)
+{
+	int rc;
+
+	pthread_mutex_lock(&rs->lock);
+	rs->pass = *p;
+	rs->error = 0;
+	rs->running = rs->nlanes;
+	rs->gen++;
+	pthread_cond_broadcast(&rs->cond);
+	while (rs->running) {
+		struct timespec ts;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += (long)PUBLISH_NS;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		if (pthread_cond_timedwait(&rs->cond, &rs->lock, &ts) == ETIMEDOUT) {
+			pthread_mutex_unlock(&rs->lock);
+			ram_sender_publish(rs);
+			pthread_mutex_lock(&rs->lock);
+		}
+	}
+	rc = rs->error;
+	pthread_mutex_unlock(&rs->lock);
+	ram_sender_publish(rs);
+	return rc;
+}
+
+int ram_sender_protect(struct ram_sender *rs, char *err, size_t errlen)
+{
+	return dirty_clear_mask(rs->dirty, 0, rs->npages, rs->send.words, err, errlen);
+}
+
+void ram_sender_hint(struct ram_sender *rs, uint64_t first, uint64_t n)
+{
+	_Atomic uint64_t *words = (_Atomic uint64_t *)rs->send.words;
+	uint64_t skipped = 0;
+
+	if (!n || first >= rs->npages || n > rs->npages - first)
+		return;
+	for (uint64_t p = first; p < first + n;) {
+		uint64_t w = p / 64, lo = p % 64, cnt = 64 - lo < first + n - p ? 64 - lo : first + n - p;
+		uint64_t bits = (cnt == 64 ? ~0ULL : ((1ULL << cnt) - 1)) << lo;
+		uint64_t old = atomic_fetch_and(&words[w], ~bits);
+
+		skipped += (uint64_t)__builtin_popcountll(old & bits);
+		p += cnt;
+	}
+	atomic_fetch_add(&rs->skipped_hinted, skipped);
+}
+
+static void lane_close(struct send_lane *l, const char *reason)
+{
+	if (!l->own_open)
+		return;
+	if (reason) {
+		uint8_t buf[512];
+		ssize_t len = stream_encode_error(buf, sizeof(buf), 1, reason);
+
+		if (len > 0 && !mig_conn_send(&l->own, buf, (size_t)len))
+			mig_conn_flush(&l->own, 1000);
+	}
+	mig_conn_close(&l->own);
+	l->own_open = false;
+}
+
+int ram_sender_lane_open(struct ram_sender *rs, unsigned i, int fd)
+{
+	struct send_lane *l = &rs->lanes[i];
+	int rc = mig_conn_init(&l->own, fd, 64);
+
+	if (!rc)
+		l->own_open = true;
+	return rc;
+}
+
+void ram_sender_stop(struct ram_sender *rs, bool failed)
+{
+	if (!rs->sync_init)
+		return;
+	pthread_mutex_lock(&rs->lock);
+	rs->quit = true;
+	pthread_cond_broadcast(&rs->cond);
+	pthread_mutex_unlock(&rs->lock);
+	for (unsigned i = 0; rs->lanes && i < rs->nlanes; i++) {
+		struct send_lane *l = &rs->lanes[i];
+
+		if (l->thread_started)
+			pthread_join(l->thread, NULL);
+		l->thread_started = false;
+		lane_close(l, failed ? rs->m->error : NULL);
+	}
+}
+
+void ram_sender_free(struct ram_sender *rs)
+{
+	if (!rs->sync_init)
+		return;
+	ram_sender_stop(rs, false);
+	for (unsigned i = 0; rs->lanes && i < rs->nlanes; i++) {
+		struct send_lane *l = &rs->lanes[i];
+
+		if (l->zc_on)
+			ram_compressor_free(&l->zc);
+		for (unsigned j = 0; j < SEND_LANE_BUFS; j++)
+			free(l->bufs[j]);
+		free(l->staging);
+	}
+	free(rs->lanes);
+	bitmap_free(&rs->send);
+	if (rs->pagemap_fd >= 0)
+		close(rs->pagemap_fd);
+	pthread_cond_destroy(&rs->cond);
+	pthread_mutex_destroy(&rs->lock);
+	rs->sync_init = false;
+}

@@ -1,0 +1,178 @@
+/* The source's RAM path: one lane per migration connection, each a thread
+ * with its own connection (its own io_uring), record buffers and zstd
+ * context. RAM is split among the lanes by guest physical address in
+ * stripes of 1 << SEND_STRIPE_SHIFT bytes (stripe i goes on connection
+ * i % N, docs/migration-stream.md), so a page is always sent on the same
+ * connection and the order on that one connection is all the receiver
+ * needs: a page sent in one pass is never overtaken by its older copy.
+ *
+ * The coordinator (precopy.c) owns the dirty log and the send bitmap
+ * between passes: after each sync it re-protects the whole send set at
+ * once (ram_sender_protect: one KVM_CLEAR_DIRTY_LOG per memory slot).
+ * During a pass each lane takes the bits of its own stripes atomically,
+ * reads their residency with one pagemap read per stripe, and sends them:
+ * data pages as RAW or zstd records of up to 1 MiB, zero pages gathered
+ * into ZERO records of many ranges. Free page hints (ram_sender_hint)
+ * take pages out of the send bitmap from the balloon's thread while
+ * lanes run: both sides take bits atomically.
+ *
+ * Why the whole send set is protected before a hint round starts, and
+ * hints never touch the dirty log: the guest may take a hinted block back
+ * at any time (its balloon driver gives hinted blocks up under memory
+ * pressure) and write to it before the hint is even processed here. Such
+ * a write is only sure to reach the next sync if the page was already
+ * write-protected when the guest allocated it for the hint; clearing its
+ * dirty bit on the hint could erase that write. With every page protected
+ * from the sync on, a hint only takes the page out of this pass. */
+#ifndef MIGRATE_SENDER_H
+#define MIGRATE_SENDER_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "migrate/bitmap.h"
+#include "migrate/dirty.h"
+#include "migrate/migration.h"
+#include "migrate/ram.h"
+#include "migrate/stream.h"
+#include "migrate/transport.h"
+
+#define SEND_STRIPE_SHIFT 22 /* 4 MiB: a hint block, and one clear and one pagemap read */
+#define SEND_STRIPE_PAGES (1u << (SEND_STRIPE_SHIFT - GUEST_PAGE_SHIFT))
+#define SEND_CHUNK_PAGES  256 /* pages of one RAW or zstd record: 1 MiB */
+#define SEND_LANE_BUFS    8
+#define SEND_BUF_SIZE (STREAM_HDR_SIZE + STREAM_RAM_HDR_SIZE + \
+		       STREAM_RAM_MAX_RANGES * STREAM_RAM_RANGE_SIZE + \
+		       SEND_CHUNK_PAGES * GUEST_PAGE_SIZE + 8192)
+#define SEND_IO_TIMEOUT_MS 30000
+#define SEND_MAX_LANES 16
+
+struct ram_sender;
+
+/* What the destination sends back on a connection, as it came: a recv may
+ * bring more than one record. Connection 0's is shared by the coordinator
+ * and lane 0, which never read at the same time. */
+struct reply_buf {
+	uint8_t buf[STREAM_HDR_SIZE + 2048];
+	size_t have;
+};
+
+/* The next record from the destination on c: its type, with rec pointing
+ * into rb until reply_consume(); or a STREAM_E_* code, -EPROTO (too long),
+ * -ECONNRESET (closed) or -errno. */
+int reply_next(struct mig_conn *c, struct reply_buf *rb, struct stream_record *rec,
+	       size_t *used, int timeout_ms);
+void reply_consume(struct reply_buf *rb, size_t used);
+
+/* What lanes count; the coordinator sums them into the migration's figures. */
+struct lane_stats {
+	_Atomic uint64_t pages_raw, pages_zstd, pages_zero;
+	_Atomic uint64_t skipped_reported, skipped_untouched;
+	_Atomic uint64_t raw_bytes_compressed, zstd_bytes;
+	_Atomic uint64_t bytes_sent;
+};
+
+struct send_lane {
+	struct ram_sender *rs;
+	unsigned index;
+	struct mig_conn *conn;      /* lane 0: the coordinator's connection */
+	struct mig_conn own;        /* lanes 1..N-1 */
+	bool own_open;
+	struct reply_buf *reply;    /* lane 0: the coordinator's */
+	struct reply_buf own_reply;
+	pthread_t thread;
+	bool thread_started;
+	uint8_t *bufs[SEND_LANE_BUFS];
+	uint64_t buf_end[SEND_LANE_BUFS]; /* conn->bytes_queued after the buffer's record */
+	unsigned next_buf;
+	uint8_t *staging;           /* data pages of several ranges, gathered for zstd */
+	struct ram_compressor zc;
+	bool zc_on;
+	struct ram_auto autoc;
+	uint64_t mask[SEND_STRIPE_PAGES / 64];    /* pages taken from one stripe */
+	uint64_t pagemap[SEND_STRIPE_PAGES];
+	/* Pages waiting for their record, in ascending order. */
+	struct stream_range data_r[SEND_CHUNK_PAGES];
+	uint64_t data_p[SEND_CHUNK_PAGES];
+	unsigned ndr, nd;
+	struct stream_range zero_r[STREAM_RAM_MAX_RANGES];
+	unsigned nzr;
+	uint64_t nz;
+	uint64_t ram_pages;         /* pages in RAM records on this connection (its END) */
+	struct lane_stats st;
+	uint64_t t_compress, t_wait; /* ns, for the trace */
+};
+
+/* One pass over the send bitmap. Every pass but the last ends with SYNC
+ * on each connection and waits for its answer: the pass is over when the
+ * destination has applied it, so the vCPUs never stop while the
+ * destination still works through a backlog, and the measured rate is
+ * the whole path's. */
+struct send_pass {
+	bool bulk;                  /* the destination is still all zero: untouched pages stay */
+	bool iter;                  /* every lane starts with ITER iteration */
+	uint32_t iteration;
+	bool precopy_done;          /* the last pass: lane 0 starts with PRECOPY_DONE, */
+	bool end;                   /* and lanes 1..N-1 end with their END */
+};
+
+struct ram_sender {
+	struct migration *m;
+	struct vm *vm;
+	struct dirty_log *dirty;
+	struct bitmap send;         /* pages to send in this pass */
+	uint64_t npages;
+	unsigned nlanes;
+	struct send_lane *lanes;
+	int pagemap_fd;
+	bool skip_free;
+	uint64_t deadline_ns;
+	_Atomic uint64_t skipped_hinted;
+	_Atomic bool abort;         /* a lane failed: the others stop */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;        /* a pass starts, a lane finishes */
+	bool sync_init;
+	unsigned gen, running;
+	bool quit;
+	struct send_pass pass;
+	int error;                  /* the pass's first lane error */
+};
+
+/* Allocates everything for nlanes lanes; lane 0 sends on conn0 and reads
+ * the destination's answers into reply0. 0 or -errno
+ * (the migration's error set). */
+int ram_sender_init(struct ram_sender *rs, struct migration *m, struct dirty_log *dirty,
+		    struct mig_conn *conn0, struct reply_buf *reply0, unsigned nlanes);
+/* Starts the lane threads: the lanes' connections must be open. */
+int ram_sender_start(struct ram_sender *rs);
+/* Runs one pass on every lane and waits for it; the figures are published
+ * to the migration while it runs. 0 or the first error (the migration's
+ * error set). */
+int ram_sender_pass(struct ram_sender *rs, const struct send_pass *p);
+/* Bytes sent on every connection so far. */
+uint64_t ram_sender_bytes(struct ram_sender *rs);
+/* Pages sent in RAM records so far (between passes). */
+uint64_t ram_sender_pages(const struct ram_sender *rs);
+/* Sums the lanes' figures into the migration's (under its lock). */
+void ram_sender_publish(struct ram_sender *rs);
+/* Re-protects every page of the send set (after a sync, before the
+ * pass and before a hint round starts). 0 or -errno with err set. */
+int ram_sender_protect(struct ram_sender *rs, char *err, size_t errlen);
+/* A free block the guest hinted during a round: its pages leave this
+ * pass's send set. They stay protected, so a write after the guest takes
+ * them back shows up in the next sync. Called on the balloon's thread;
+ * [first_page, first_page + npages) lies in RAM. */
+void ram_sender_hint(struct ram_sender *rs, uint64_t first_page, uint64_t npages);
+/* Lane i (1..N-1) sends on fd from now on (it owns it). 0 or -errno (fd
+ * not closed then). */
+int ram_sender_lane_open(struct ram_sender *rs, unsigned i, int fd);
+/* Stops and joins the lanes and closes lanes 1..N-1's connections,
+ * sending ERROR with the migration's error on each first when it failed. Lane 0's
+ * buffers stay valid until ram_sender_free, so close connection 0 in
+ * between. */
+void ram_sender_stop(struct ram_sender *rs, bool failed);
+void ram_sender_free(struct ram_sender *rs);
+
+#endif
