@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Live migration between two vmm processes over loopback TCP: the guest
 # keeps running and its memory stays intact over four hops, with and
-# without free-page skipping and with two vCPUs; failures on either side
-# leave the source running or the destination unstarted; bad streams are
-# refused with a clear error; a cancel resumes the source.
+# without free-page skipping, over four connections and with two vCPUs;
+# failures on either side leave the source running or the destination
+# unstarted; bad streams, and connections that do not join, are refused
+# with a clear error; a cancel resumes the source.
 source "$(dirname "$0")/lib.sh"
 
 ARGS="--mem 256M --balloon stats=1,free-page-hint,free-page-reporting"
@@ -92,12 +93,13 @@ hop() {
 guest_up() { passes_past "$1" 0; }
 cleanup() { kill -9 $src_pid $dst_pid 2>/dev/null; wait 2>/dev/null; }
 
-# --- Four hops with free-page skipping, then one without. ---
+# --- Four hops with free-page skipping, one without, one over four connections. ---
 echo "    (migration tests: port $PORT, slow factor $SLOW)"
 start_src a0
 if wait_for $((30 * SLOW)) guest_up a0; then
 	hop migrate_hop1 a0 b1 && hop migrate_hop2 b1 a2 && hop migrate_hop3 a2 b3 &&
-		hop migrate_hop4 b3 a4 && hop migrate_no_skip_free a4 b5 --no-skip-free --compress none
+		hop migrate_hop4 b3 a4 && hop migrate_no_skip_free a4 b5 --no-skip-free --compress none &&
+		hop migrate_connections_4 b5 a6 --connections 4
 else
 	fail migrate_hop1 "the source guest never ran memcheck" "$(tail -5 "$WORK/a0.out")"
 fi
@@ -108,7 +110,7 @@ GUEST="memcheck 16 125 & memcheck 16 125 & while true; do echo uptime \$(cut -d'
 ARGS="$ARGS --cpus 2"
 start_src c0
 if wait_for $((30 * SLOW)) passes_past c0 1; then
-	hop migrate_2vcpu c0 c1
+	hop migrate_2vcpu c0 c1 --connections 2
 else
 	fail migrate_2vcpu "the source guest never ran memcheck" "$(tail -5 "$WORK/c0.out")"
 fi
@@ -208,19 +210,89 @@ PY
 		fail "$test" "status $rc" "$(cat "$WORK/$test.err")"
 	fi
 }
-# hello VERSION RAM_BYTES: a HELLO record with a correct checksum.
+# The source side of a stream, in Python: records with correct checksums.
+PYREC='
+import socket, struct, sys, zlib
+def rec(t, p):
+    h = struct.pack("<HHI", t, 0, len(p))
+    return h + struct.pack("<I", zlib.crc32(h + p)) + p
+# HELLO (version 2): magic, version, flags (ZSTD), page size, vCPUs, RAM,
+# connections, stripe shift (4 MiB), session, devices.
+def hello(version, ram, conns=1, session=7):
+    dev = b"uart,balloon"
+    return rec(1, struct.pack("<IHHIIQHHQH", 0x47494d56, version, 1, 4096, 1, ram, conns, 22,
+                              session, len(dev)) + dev)
+def join(session, index, conns):
+    return rec(9, struct.pack("<QHH", session, index, conns))
+def read_rec(s):
+    b = b""
+    while len(b) < 12:
+        c = s.recv(12 - len(b))
+        if not c:
+            raise EOFError
+        b += c
+    n = struct.unpack_from("<I", b, 4)[0]
+    while len(b) < 12 + n:
+        c = s.recv(12 + n - len(b))
+        if not c:
+            raise EOFError
+        b += c
+    return struct.unpack_from("<H", b)[0], b[12:]
+'
+# hello VERSION RAM_BYTES [CONNECTIONS]: a HELLO record, in hex.
 hello() {
-	/usr/bin/python3 -c '
-import struct, sys, zlib
-dev = b"uart,balloon"
-p = struct.pack("<IHHIIQH", 0x47494d56, int(sys.argv[1]), 1, 4096, 1, int(sys.argv[2]), len(dev)) + dev
-h = struct.pack("<HHI", 1, 0, len(p))
-print((h + struct.pack("<I", zlib.crc32(h + p)) + p).hex())' "$1" "$2"
+	/usr/bin/python3 -c "$PYREC"'
+print(hello(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])).hex())' "$1" "$2" "${3:-1}"
 }
 bad_stream migrate_incoming_garbage "bad migration stream" "$(head -c 64 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-good=$(hello 1 $((256 << 20)))
+good=$(hello 2 $((256 << 20)))
 bad_stream migrate_incoming_truncated "stream ended early" "${good:0:40}"
-bad_stream migrate_incoming_version "unsupported stream version" "$(hello 2 $((256 << 20)))"
-bad_stream migrate_incoming_mem_size "guest memory 256 MiB here, 512 MiB there" "$(hello 1 $((512 << 20)))"
+bad_stream migrate_incoming_version "unsupported stream version" "$(hello 1 $((256 << 20)))"
+bad_stream migrate_incoming_version3 "unsupported stream version" "$(hello 3 $((256 << 20)))"
+bad_stream migrate_incoming_mem_size "guest memory 256 MiB here, 512 MiB there" "$(hello 2 $((512 << 20)))"
+bad_stream migrate_incoming_connections "the source asks for 17 connections; at most 16 here" \
+	"$(hello 2 $((256 << 20)) 17)"
+
+# --- Connections after the first: each must JOIN, in time, and carry only
+# its own stripes. ---
+# bad_join TEST REGEX SCENARIO: a Python source that sends HELLO for two
+# connections, then does SCENARIO; the destination must refuse in one line.
+bad_join() {
+	local test=$1 re=$2 rc
+	next_port
+	start_dst "$test"
+	/usr/bin/python3 -c "$PYREC"'
+port, what = int(sys.argv[1]), sys.argv[2]
+c0 = socket.create_connection(("127.0.0.1", port), timeout=120)
+c0.sendall(hello(2, 256 << 20, 2, 1234))
+assert read_rec(c0)[0] == 2  # ACK(SETUP)
+if what == "foreign":
+    c1 = socket.create_connection(("127.0.0.1", port), timeout=120)
+    c1.sendall(join(4321, 1, 2))
+elif what == "stripe":
+    c1 = socket.create_connection(("127.0.0.1", port), timeout=120)
+    c1.sendall(join(1234, 1, 2))
+    assert read_rec(c0)[0] == 2  # ACK(CONNECTED)
+    # ZERO, one range at guest address 0: stripe 0 belongs to connection 0.
+    c1.sendall(rec(3, struct.pack("<BBHQI", 2, 12, 1, 0, 1)))
+try:
+    read_rec(c0)  # the ERROR, or the connection closing
+except Exception:
+    pass
+' "$PORT" "$3"
+	wait_for $((10 * SLOW)) gone "$dst_pid"
+	kill -9 $dst_pid 2>/dev/null
+	wait $dst_pid
+	rc=$?
+	if [ $rc -ne 0 ] && [ "$(wc -l <"$WORK/$test.err")" -eq 1 ] && grep -Eq "$re" "$WORK/$test.err"; then
+		pass "$test"
+	else
+		fail "$test" "status $rc" "$(cat "$WORK/$test.err")"
+	fi
+}
+bad_join migrate_incoming_foreign_join "did not join: JOIN does not belong to this migration" foreign
+bad_join migrate_incoming_wrong_stripe "connection 1: records out of order: RAM range outside this connection's stripes" stripe
+# The second connection never comes: a bounded wait (30 s), then a clear error.
+bad_join migrate_incoming_connection_missing "only 1 of the 2 migration connections arrived within 30 s" missing
 
 exit 0
