@@ -324,6 +324,7 @@ static int accept_source(struct receiver *r, const char *uri)
 	fd = transport_accept(r->listen_fd, -1, err, sizeof(err));
 	if (fd < 0)
 		return refuse(r, fd, "--incoming: %s", err);
+	mig_trace("destination: accepted, process CPU %.0f ms", mig_trace_cpu_ms());
 	r->lanes[0] = open_lane(r, fd);
 	if (!r->lanes[0])
 		return -ENOMEM;
@@ -357,7 +358,7 @@ int migrate_incoming(struct vm *vm, const char *uri)
 		rc = receive(r);
 	if (rc == 1)
 		rc = ack(r, STREAM_PHASE_COMPLETE);
-	mig_trace("destination: COMPLETE sent");
+	mig_trace("destination: COMPLETE sent, process CPU %.0f ms", mig_trace_cpu_ms());
 	if (rc) {
 		stop_lanes(r);
 		if (r->lanes[0] && r->lanes[0]->conn_open) {

@@ -45,6 +45,7 @@ struct sender {
 	struct ram_sender rs;           /* the lanes, and the send bitmap */
 	bool hinting;                   /* a hint round runs */
 	bool hint_due;                  /* a round ran: DONE is due */
+	uint64_t hinted_before;         /* pages hinted out before this round */
 	bool paused;
 	uint32_t section_id;
 	uint32_t state_count;
@@ -172,10 +173,16 @@ static void hint_round_start(struct sender *s)
  * unwritten), and the next round reports only blocks freed since. */
 static void hint_round_stop(struct sender *s)
 {
+	uint64_t skipped;
+
 	if (!s->hinting)
 		return;
 	balloon_hint_stop(s->vm->balloon);
 	s->hinting = false;
+	skipped = atomic_load(&s->rs.skipped_hinted);
+	mig_trace("source: hint round %u took %llu pages out", s->m->st.hint_rounds,
+		  (unsigned long long)(skipped - s->hinted_before));
+	s->hinted_before = skipped;
 }
 
 /* At the end of pre-copy, on failure and on cancel: DONE gives the guest
@@ -291,6 +298,7 @@ static int setup(struct sender *s)
 	uint8_t buf[512];
 	int fd, rc;
 
+	mig_trace("source: initialised");
 	if (transport_parse_uri(s->m->opt.uri, &addr, err, sizeof(err)))
 		return fail(s, -EINVAL, "%s", err);
 	fd = transport_connect(&addr, 10000, err, sizeof(err));
@@ -444,7 +452,7 @@ static int stop_and_copy(struct sender *s)
 		s->m->st.end_ns = now_ns();
 		pthread_mutex_unlock(&s->m->lock);
 	}
-	mig_trace("source: COMPLETE");
+	mig_trace("source: COMPLETE, process CPU %.0f ms", mig_trace_cpu_ms());
 	return rc;
 }
 
@@ -589,7 +597,7 @@ static void *migrate_thread(void *arg)
 
 	pthread_setname_np(pthread_self(), "migrate");
 	set_phase(m, MIGRATE_SETUP);
-	mig_trace("source: migration starts");
+	mig_trace("source: migration starts, process CPU %.0f ms", mig_trace_cpu_ms());
 	rc = sender_init(&s, m);
 	if (!rc)
 		rc = setup(&s);

@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <zstd.h>
 #include <zstd_errors.h>
@@ -32,6 +33,22 @@ const char *ram_strerror(int err)
 	if (err < 0 && err > -1000)
 		return strerror(-err);
 	return "unknown error";
+}
+
+void *ram_buf_alloc(size_t len)
+{
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	if (p == MAP_FAILED)
+		return NULL;
+	(void)madvise(p, len, MADV_NOHUGEPAGE);
+	return p;
+}
+
+void ram_buf_free(void *buf, size_t len)
+{
+	if (buf)
+		munmap(buf, len);
 }
 
 typedef uint64_t __attribute__((may_alias)) u64_alias;

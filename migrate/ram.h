@@ -31,6 +31,14 @@ enum ram_error_code {
 /* One human line for a RAM_E_* code or a -errno. */
 const char *ram_strerror(int err);
 
+/* A buffer for records or pages, mapped on its own without transparent
+ * huge pages: the first write to each page then clears 4 KiB, not 2 MiB,
+ * and a buffer used only in part (a compressed record in a buffer sized
+ * for a raw one, the few MiB of a receive buffer in use) costs only what
+ * is used. NULL when out of memory. */
+void *ram_buf_alloc(size_t len);
+void ram_buf_free(void *buf, size_t len);
+
 /* True when page[0, page_size) is all zero; page_size a multiple of 8 and
  * page 8-byte aligned. Stops at the first non-zero 64-byte line. */
 bool ram_page_is_zero(const void *page, size_t page_size);

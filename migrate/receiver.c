@@ -60,8 +60,8 @@ int recv_lane_init(struct recv_shared *rx, struct recv_lane *l, unsigned index, 
 	memset(l, 0, sizeof(*l));
 	l->rx = rx;
 	l->index = index;
-	l->buf = malloc(RECV_BUF_SIZE);
-	l->scratch = malloc(STREAM_RAM_MAX_BYTES);
+	l->buf = ram_buf_alloc(RECV_BUF_SIZE);
+	l->scratch = ram_buf_alloc(STREAM_RAM_MAX_BYTES);
 	if (!l->buf || !l->scratch) {
 		recv_lane_free(l);
 		return -ENOMEM;
@@ -89,8 +89,8 @@ void recv_lane_free(struct recv_lane *l)
 	if (l->zd_on)
 		ram_decompressor_free(&l->zd);
 	l->zd_on = false;
-	free(l->buf);
-	free(l->scratch);
+	ram_buf_free(l->buf, RECV_BUF_SIZE);
+	ram_buf_free(l->scratch, STREAM_RAM_MAX_BYTES);
 	l->buf = l->scratch = NULL;
 }
 

@@ -125,23 +125,22 @@ static bool want_compress(struct send_lane *l)
 	return ram_auto_should_compress(&l->autoc);
 }
 
-/* One zstd frame of the waiting data pages: straight from guest memory
- * when they are one range (zstd tolerates pages the guest changes
- * meanwhile: such a page is dirty again and goes in a later pass), else
- * gathered first. Returns the frame size, or <= 0 to send RAW. */
+/* One zstd frame of the waiting data pages, compressed from a copy. Never
+ * from guest memory itself: zstd reads its input more than once (a match
+ * is found on one read, the bytes it refers to were emitted on another),
+ * so a byte the guest changes in between can make the frame decode wrong
+ * bytes into a page the guest did not touch, which is then never sent
+ * again. A copy can only tear the page being written, which is dirty and
+ * goes again. Returns the frame size, or <= 0 to send RAW. */
 static ssize_t compress_data(struct send_lane *l, struct stream_ram_enc *e, size_t raw)
 {
-	const uint8_t *src = page_hva(l->rs, l->data_p[0]);
 	uint64_t t0 = now_ns();
 	ssize_t len;
 
-	if (l->ndr > 1) {
-		for (unsigned i = 0; i < l->nd; i++)
-			memcpy(l->staging + ((size_t)i << GUEST_PAGE_SHIFT),
-			       page_hva(l->rs, l->data_p[i]), GUEST_PAGE_SIZE);
-		src = l->staging;
-	}
-	len = ram_auto_compress(&l->autoc, &l->zc, src, raw, e->data, e->room);
+	for (unsigned i = 0; i < l->nd; i++)
+		memcpy(l->staging + ((size_t)i << GUEST_PAGE_SHIFT), page_hva(l->rs, l->data_p[i]),
+		       GUEST_PAGE_SIZE);
+	len = ram_auto_compress(&l->autoc, &l->zc, l->staging, raw, e->data, e->room);
 	l->t_compress += now_ns() - t0;
 	return len > 0 && (size_t)len < raw ? len : 0;
 }
@@ -498,13 +497,13 @@ static int lane_init(struct ram_sender *rs, struct send_lane *l, unsigned index)
 	l->conn = &l->own;
 	l->reply = &l->own_reply;
 	for (unsigned i = 0; i < SEND_LANE_BUFS; i++)
-		if (!(l->bufs[i] = malloc(SEND_BUF_SIZE)))
+		if (!(l->bufs[i] = ram_buf_alloc(SEND_BUF_SIZE)))
 			return -ENOMEM;
-	l->staging = malloc(SEND_CHUNK_PAGES * GUEST_PAGE_SIZE);
+	l->staging = ram_buf_alloc(SEND_CHUNK_PAGES * GUEST_PAGE_SIZE);
 	if (!l->staging)
 		return -ENOMEM;
 	if (m->opt.compress != COMPRESS_NONE) {
-		if (ram_compressor_init(&l->zc, 1))
+		if (ram_compressor_init(&l->zc, RAM_ZSTD_LEVEL_DEFAULT))
 			return -ENOMEM;
 		l->zc_on = true;
 		/* The record's crc32 already covers the frame on the wire. */
@@ -719,8 +718,8 @@ void ram_sender_free(struct ram_sender *rs)
 		if (l->zc_on)
 			ram_compressor_free(&l->zc);
 		for (unsigned j = 0; j < SEND_LANE_BUFS; j++)
-			free(l->bufs[j]);
-		free(l->staging);
+			ram_buf_free(l->bufs[j], SEND_BUF_SIZE);
+		ram_buf_free(l->staging, SEND_CHUNK_PAGES * GUEST_PAGE_SIZE);
 	}
 	free(rs->lanes);
 	bitmap_free(&rs->send);

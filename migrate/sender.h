@@ -11,7 +11,8 @@
  * once (ram_sender_protect: one KVM_CLEAR_DIRTY_LOG per memory slot).
  * During a pass each lane takes the bits of its own stripes atomically,
  * reads their residency with one pagemap read per stripe, and sends them:
- * data pages as RAW or zstd records of up to 1 MiB, zero pages gathered
+ * data pages as RAW or zstd records of up to 1 MiB (zstd always from a copy
+ * of the pages, see compress_data), zero pages gathered
  * into ZERO records of many ranges. Free page hints (ram_sender_hint)
  * take pages out of the send bitmap from the balloon's thread while
  * lanes run: both sides take bits atomically.
@@ -87,7 +88,7 @@ struct send_lane {
 	uint8_t *bufs[SEND_LANE_BUFS];
 	uint64_t buf_end[SEND_LANE_BUFS]; /* conn->bytes_queued after the buffer's record */
 	unsigned next_buf;
-	uint8_t *staging;           /* data pages of several ranges, gathered for zstd */
+	uint8_t *staging;           /* the data pages, copied for zstd */
 	struct ram_compressor zc;
 	bool zc_on;
 	struct ram_auto autoc;

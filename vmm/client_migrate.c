@@ -76,8 +76,10 @@ static void print_summary(json_t *st)
 	       num(st, "dirty_pages_per_s"));
 	printf("  pages sent: %.0f raw, %.0f zstd (ratio %.2f), %.0f zero\n", num(st, "pages_raw"),
 	       num(st, "pages_zstd"), num(st, "compression_ratio"), num(st, "pages_zero"));
-	printf("  skipped as free: %.0f hinted, %.0f reported, %.0f never touched (%.1f MiB)\n",
-	       num(st, "skipped_hinted"), num(st, "skipped_reported"), num(st, "skipped_untouched"),
+	printf("  skipped as free: %.0f hinted (%d hint rounds), %.0f reported, %.0f never touched"
+	       " (%.1f MiB)\n",
+	       num(st, "skipped_hinted"), (int)num(st, "hint_rounds"), num(st, "skipped_reported"),
+	       num(st, "skipped_untouched"),
 	       (num(st, "skipped_hinted") + num(st, "skipped_reported") +
 		num(st, "skipped_untouched")) * 4096 / mib);
 }

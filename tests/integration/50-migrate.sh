@@ -86,6 +86,22 @@ hop() {
 			"$(grep -m3 -e FAIL -e uptime "$WORK/$to.out")"
 		return 1
 	fi
+	# One free page hint round per pre-copy pass (the bulk pass and each
+	# iteration), none without skipping. A guest whose balloon driver is
+	# not up yet takes part in none; that is not checked.
+	local iters rounds hinted want
+	iters=$(sed -n 's/.* \([0-9]*\) iterations.*/\1/p' "$WORK/$test.migrate")
+	rounds=$(sed -n 's/.*(\([0-9]*\) hint rounds).*/\1/p' "$WORK/$test.migrate")
+	hinted=$(sed -n 's/.*skipped as free: \([0-9]*\) hinted.*/\1/p' "$WORK/$test.migrate")
+	want=$((iters + 1))
+	case " $* " in *" --no-skip-free "*) want=0 ;; esac
+	if [ "$rounds" = 0 ] && [ "$hinted" = 0 ] && [ "$want" != 0 ]; then
+		echo "    $test: no hint round (the guest's balloon did not answer); rounds not checked"
+	elif [ "$rounds" != "$want" ]; then
+		fail "$test" "$rounds hint rounds for $iters iterations, expected $want" \
+			"$(cat "$WORK/$test.migrate")"
+		return 1
+	fi
 	echo "    $test: $(head -3 "$WORK/$test.migrate" | tr '\n' ' ')"
 	pass "$test"
 }
