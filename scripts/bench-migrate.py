@@ -13,9 +13,10 @@ a destination on loopback TCP and migrates once:
            Before idling the guest prints /proc/meminfo on its console;
            used memory = MemTotal - MemFree from that print.
   vmm      --balloon free-page-hint,free-page-reporting on both sides;
-           `vmm migrate SRC tcp:127.0.0.1:PORT --json` with skipping on
-           (default) and off (--no-skip-free), each with --compress zstd
-           and --compress none: 4 migrations per case.  Figures from the
+           `vmm migrate SRC tcp:127.0.0.1:PORT --connections N --json`
+           (N from --connections, default 1) with skipping on (default)
+           and off (--no-skip-free), each with --compress zstd and
+           --compress none: 4 migrations per case.  Figures from the
            JSON summary: total_ms, downtime_ms, setup_ms, bytes (on the
            wire), skipped_* pages, iterations.
   QEMU     -device virtio-balloon-device[,free-page-hint=on],iothread=io0
@@ -28,6 +29,11 @@ a destination on loopback TCP and migrates once:
 Both VMMs keep their default downtime target (300 ms each).  After each
 migration the destination must report that the guest runs.  Every wait is
 bounded; the VMM processes are killed afterwards.
+
+--repeat N runs the whole plan N times over, interleaved (so that a change
+in the machine's load hits every configuration alike), and the tables show
+the median of each figure, with the range of the total and the downtime;
+the targets are judged on the medians.
 """
 import argparse
 import datetime
@@ -220,7 +226,8 @@ class Bench:
                     port, dst.poll(), tail(read(d + "/dst.err")))
                 return res
             mig = [self.a.vmm, "migrate", d + "/src.sock", "tcp:127.0.0.1:%d" % port,
-                   "--compress", compress, "--json"] + ([] if skip else ["--no-skip-free"])
+                   "--compress", compress, "--connections", str(self.a.connections),
+                   "--json"] + ([] if skip else ["--no-skip-free"])
             res["command"] = subprocess.list2cmdline(mig)
             t0 = time.monotonic()
             try:
@@ -352,6 +359,43 @@ def fmt(v, f="%.0f"):
     return "—" if v is None else f % v
 
 
+def median(xs):
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
+def merge(runs):
+    """One row from the runs of one configuration: medians of the figures
+    (the successful runs'), the range of total and downtime, failures
+    counted."""
+    ok = [r for r in runs if "error" not in r]
+    r = dict(runs[0])
+    r["runs"] = len(runs)
+    r["failed"] = len(runs) - len(ok)
+    if not ok:
+        return r
+    r.pop("error", None)
+    for k in ("total_ms", "downtime_ms", "setup_ms", "bytes", "used_kib", "skipped", "iterations"):
+        vals = [x[k] for x in ok if x.get(k) is not None]
+        if vals:
+            r[k] = median(vals)
+    for k in ("total_ms", "downtime_ms"):
+        r[k + "_range"] = (min(x[k] for x in ok), max(x[k] for x in ok))
+    mid = min(ok, key=lambda x: abs(x["total_ms"] - r["total_ms"]))
+    for k in ("skipped_detail", "pages", "qemu_params"):
+        if k in mid:
+            r[k] = mid[k]
+    return r
+
+
+def with_range(r, k):
+    lo, hi = r.get(k + "_range", (None, None))
+    if lo is None or r.get("runs", 1) < 2:
+        return "%.0f" % r[k]
+    return "%.0f (%.0f–%.0f)" % (r[k], lo, hi)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--timeout", type=int, default=300, help="bound on each guest boot + workload, s")
@@ -369,6 +413,8 @@ def main():
     ap.add_argument("--initrd", default="build/guest/initramfs.cpio.gz")
     ap.add_argument("--verbose", action="store_true")
     ap.add_argument("--select", default="", help="only these, e.g. vmm-on-zstd,QEMU-on-none (for trials)")
+    ap.add_argument("--connections", type=int, default=1, help="vmm migrate --connections (default 1)")
+    ap.add_argument("--repeat", type=int, default=1, help="run the plan N times over; medians (default 1)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (consoles, stderr)")
     a = ap.parse_args()
     cases = [c for c in a.cases.split(",") if c]
@@ -387,6 +433,8 @@ def main():
     if a.select:
         keep = set(a.select.split(","))
         plan = [x for x in plan if "%s-%s-%s" % (x[0], "on" if x[2] else "off", x[3]) in keep]
+    configs = plan
+    plan = plan * max(1, a.repeat)
     results = []
     t_start = time.monotonic()
     for i, (who, case, skip, comp) in enumerate(plan):
@@ -404,24 +452,33 @@ def main():
                 ", skipped %d pages (hinted/reported/untouched %s)" % (r["skipped"], r["skipped_detail"])
                 if who == "vmm" else ""))
 
+    def key(x):
+        return (x[0], x[1], x[2], x[3]) if isinstance(x, tuple) else \
+            (x["vmm"], x["case"], x["skip"], x["compress"])
+
+    rows = [merge([r for r in results if key(r) == key(c)]) for c in configs]
+    if a.repeat > 1:
+        print("Each row: the median of %d runs; total and downtime with their range." % a.repeat)
+        print()
     print("| case | VMM | skip/hint | compress | total ms | downtime ms | setup ms | MiB sent | pages skipped (hinted/reported/untouched) | iterations | guest used MiB |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for r in results:
+    for r in rows:
         sk = "skip " if r["vmm"] == "vmm" else "hint "
         sk += "on" if r["skip"] else "off"
         if "error" in r:
             print("| %s | %s | %s | %s | FAILED | | | | | | %s |" % (
                 r["case"], r["vmm"], sk, r["compress"], fmt(r.get("used_kib") and r["used_kib"] / 1024, "%.1f")))
             continue
-        print("| %s | %s | %s | %s | %.0f | %.0f | %.0f | %.1f | %s | %s | %s |" % (
-            r["case"], r["vmm"], sk, r["compress"], r["total_ms"], r["downtime_ms"], r["setup_ms"],
-            r["bytes"] / MIB,
+        print("| %s | %s | %s | %s | %s | %s | %.0f | %.1f | %s | %s | %s |" % (
+            r["case"], r["vmm"], sk, r["compress"], with_range(r, "total_ms"),
+            with_range(r, "downtime_ms") + (" (%d failed)" % r["failed"] if r["failed"] else ""),
+            r["setup_ms"], r["bytes"] / MIB,
             "%d (%s)" % (r["skipped"], r["skipped_detail"]) if r["vmm"] == "vmm" else "n/a",
-            r.get("iterations", "—"), fmt(r.get("used_kib") and r["used_kib"] / 1024, "%.1f")))
+            fmt(r.get("iterations")), fmt(r.get("used_kib") and r["used_kib"] / 1024, "%.1f")))
     print()
-    print("Pages sent: vmm raw/zstd/zero; QEMU normal/zero (ram.normal/ram.duplicate). "
-          "QEMU iterations = ram.dirty-sync-count.")
-    for r in results:
+    print("vmm migrate --connections %d. Pages sent: vmm raw/zstd/zero; QEMU normal/zero "
+          "(ram.normal/ram.duplicate). QEMU iterations = ram.dirty-sync-count." % a.connections)
+    for r in rows:
         if "error" not in r:
             print("- %s %s %s %s: pages %s%s" % (
                 r["case"], r["vmm"], "on" if r["skip"] else "off", r["compress"], r["pages"],
@@ -429,7 +486,7 @@ def main():
     print()
 
     def find(case, who, skip, comp=None):
-        for r in results:
+        for r in rows:
             if r["case"] == case and r["vmm"] == who and r["skip"] == skip and \
                     (comp is None or r["compress"] == comp) and "error" not in r:
                 return r
