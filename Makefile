@@ -103,6 +103,7 @@ FUZZ_BINS   := $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 FUZZ_HDRS   := $(wildcard vmm/*.h vmm/x86/*.h virtio/*.h migrate/*.h)
 FUZZ_LIB_fuzz_virtq := vmm/mem.c virtio/queue.c
 FUZZ_LIB_fuzz_stream := migrate/stream.c -lz
+FUZZ_LIB_fuzz_blk := vmm/mem.c virtio/queue.c virtio/blk_req.c
 
 .PHONY: fuzz-build
 fuzz-build: $(FUZZ_BINS)
