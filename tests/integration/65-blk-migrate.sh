@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # Live migration with a disk attached (shared storage: both vmm open the
-# same image). The guest appends 4 KiB records to a file on an ext4 disk
-# with an fsync after each (tests/guest/disklog) while it is migrated;
-# on the destination it finishes, reads every record back from the disk
-# and checks them; after vmm exits the host checks the image too. A
-# destination whose disk differs is refused with a clear error.
+# same image). On an ext4 disk the guest appends 4 KiB records to a file
+# with an fsync after each (tests/guest/disklog write) and, at the same
+# time, keeps reading another file with O_DIRECT into buffers only the
+# device writes, checking them all after each read (disklog read: a write
+# the VMM forgot to mark dirty arrives stale), while it is migrated; on
+# the destination both go on and the writer checks every record on the
+# disk. After vmm exits the host checks the image. A destination whose
+# disk differs is refused with a clear error.
 source "$(dirname "$0")/lib.sh"
 
 PORT=$((46000 + RANDOM % 1000))
 img=$WORK/data.img
 RECORDS=300
 ARGS="--mem 128M --balloon free-page-hint,free-page-reporting --disk $img,id=data"
-GUEST="mkdir -p /mnt && mount /dev/vda /mnt && disklog /mnt/log $RECORDS 10; echo disklog-rc \$?; umount /mnt && echo umounted; while true; do sleep 1; done"
+GUEST="mkdir -p /mnt; mount /dev/vda /mnt; disklog write /mnt/a 200 1000 | tail -1; (disklog read /mnt/a 200 50 60; echo reader-rc \$?) & disklog write /mnt/log $RECORDS 10; echo disklog-rc \$?; wait; umount /mnt && echo umounted; while true; do sleep 1; done"
 
 gone() { ! kill -0 "$1" 2>/dev/null; }
 port_open() {
@@ -40,30 +43,12 @@ mke2fs -q -t ext4 -F "$img" 64M >/dev/null 2>&1 || { fail blk_migrate "mke2fs fa
 src_pid=$!
 dst_pid=
 
-src_ready() { wrote_past src 10 || has src '^disklog-rc'; }
-if ! wait_for $((60 * SLOW)) src_ready || ! wrote_past src 10; then
-	fail blk_migrate "the source guest never wrote its log" "$(out src | tail -5)" "$(cat "$WORK/src.err")"
+both_running() { wrote_past src 10 && has src '^disklog: reading'; }
+src_ready() { both_running || has src 'rc [0-9]' || gone "$src_pid"; }
+if ! wait_for $((60 * SLOW)) src_ready || ! both_running; then
+	fail blk_migrate "the source guest never wrote its log" "$(out src | tail -25)" "$(cat "$WORK/src.err")"
 	cleanup
 	exit 0
-fi
-
-# A destination with another disk (a different size) is refused at HELLO.
-other=$WORK/other.img
-truncate -s 32M "$other"
-start_dst refused --mem 128M --balloon free-page-hint,free-page-reporting --disk "$other,id=data"
-timeout -k 5 $((30 * SLOW)) "$VMM" migrate "$WORK/src.sock" "tcp:127.0.0.1:$PORT" \
-	>"$WORK/refused.migrate" 2>&1
-rc=$?
-wait_for $((10 * SLOW)) gone "$dst_pid"
-kill -9 $dst_pid 2>/dev/null
-wait $dst_pid 2>/dev/null
-before=$(wrote src)
-if [ $rc -ne 0 ] && grep -q "incompatible source: devices '.*blk0:33554432:id=data' here, '.*blk0:67108864:id=data' there" "$WORK/refused.err" &&
-	kill -0 $src_pid && wait_for $((20 * SLOW)) wrote_past src "$before"; then
-	pass blk_migrate_other_disk_refused
-else
-	fail blk_migrate_other_disk_refused "vmm migrate status $rc" "$(cat "$WORK/refused.migrate")" \
-		"destination: $(cat "$WORK/refused.err")"
 fi
 
 # The real hop, while the guest writes.
@@ -79,12 +64,36 @@ if [ $rc -ne 0 ] || ! wait_for $((10 * SLOW)) gone "$src_pid"; then
 	exit 0
 fi
 echo "    blk_migrate: $(head -3 "$WORK/hop.migrate" | tr '\n' ' ')"
-if wait_for $((120 * SLOW)) has dst '^disklog-rc ' && has dst '^disklog: PASS records=300$' &&
-	has dst '^disklog-rc 0$' && wrote_past dst "$at"; then
+both_done() { has dst '^disklog-rc ' && has dst '^reader-rc '; }
+if wait_for $((120 * SLOW)) both_done && has dst '^disklog: PASS records=300$' &&
+	has dst '^disklog-rc 0$' && has dst '^disklog: reader PASS$' && has dst '^reader-rc 0$' &&
+	! has dst 'FAIL' && wrote_past dst "$at"; then
 	pass blk_migrate
 else
-	fail blk_migrate "the log did not check out on the destination (wrote $at before the hop)" \
-		"$(out dst | grep -v '^disklog: wrote' | tail -8)" "last: $(out dst | tail -1)"
+	fail blk_migrate "the files did not check out on the destination (wrote $at before the hop)" \
+		"$(out dst | grep -v '^disklog: wrote\|reader ok' | tail -8)" "last: $(out dst | tail -1)"
+fi
+
+# From the destination, now running the guest, to one whose disk has
+# another size: refused at HELLO with both device sets named, and the
+# guest goes on.
+vm_pid=$dst_pid
+other=$WORK/other.img
+truncate -s 32M "$other"
+start_dst refused --mem 128M --balloon free-page-hint,free-page-reporting --disk "$other,id=data"
+timeout -k 5 $((30 * SLOW)) "$VMM" migrate "$WORK/dst.sock" "tcp:127.0.0.1:$PORT" \
+	>"$WORK/refused.migrate" 2>&1
+rc=$?
+wait_for $((10 * SLOW)) gone "$dst_pid"
+kill -9 $dst_pid 2>/dev/null
+wait $dst_pid 2>/dev/null
+dst_pid=$vm_pid
+if [ $rc -ne 0 ] && grep -q "incompatible source: devices 'uart,balloon,blk0:33554432:id=data' here, 'uart,balloon,blk0:67108864:id=data' there" "$WORK/refused.err" &&
+	kill -0 $vm_pid && "$VMM" status "$WORK/dst.sock" 2>&1 | grep -q '"state": "running"'; then
+	pass blk_migrate_other_disk_refused
+else
+	fail blk_migrate_other_disk_refused "vmm migrate status $rc" "$(cat "$WORK/refused.migrate")" \
+		"destination: $(cat "$WORK/refused.err")" "status: $("$VMM" status "$WORK/dst.sock" 2>&1)"
 fi
 
 # After vmm exits: the image holds every record, and the file system is clean.
