@@ -85,6 +85,7 @@ bench: deps
 	scripts/bench-boot
 	scripts/bench-balloon
 	scripts/bench-migrate
+	scripts/bench-disk
 
 install: $(BUILD)/vmm
 	install -D -m 0755 $(BUILD)/vmm $(DESTDIR)$(PREFIX)/bin/vmm
