@@ -5,7 +5,7 @@
  *
  * BASE is the physical address of a virtio-blk (virtio-mmio v2) window
  * whose kernel driver has been unbound. The program brings the device up
- * with VERSION_1 only (no DISCARD, so a discard is unsupported), sets up
+ * with VERSION_1 plus DISCARD and WRITE_ZEROES where offered, sets up
  * queue 0 in locked pages of its own (physical addresses from
  * /proc/self/pagemap) and sends one request per case, waiting for its used
  * entry each time. Well-formed requests must succeed and bad ones must get
@@ -16,8 +16,11 @@
  *   get_id (the answer must be ID), past_end, straddle_end, sector_overflow,
  *   odd_length, short_header, read_with_readable_data,
  *   write_with_writable_data, flush_with_data, unknown_type, scsi_type,
- *   discard_unoffered, write_ro (ro: IOERR), flush_ok, no_status (no
- *   writable byte: used length 0, nothing written), read_ok_again.
+ *   flush_ok, no_status (no writable byte: used length 0, nothing written),
+ *   read_ok_again; with DISCARD and WRITE_ZEROES (rw): discard_ok,
+ *   discard_flags (UNSUPP), discard_past_end, discard_two_ranges,
+ *   write_zeroes_ok (the sectors read back as zeros); without them (ro):
+ *   discard_unoffered, write_zeroes_unoffered (UNSUPP).
  *
  * One line per case, "blkgarbage: CASE status=S len=L want=W ok|BAD", then
  * "blkgarbage: done bad=N". Exit status 0 if every case was as expected, 1
@@ -62,6 +65,9 @@ enum {
 #define T_FLUSH 4u
 #define T_GET_ID 8u
 #define T_DISCARD 11u
+#define T_WRITE_ZEROES 13u
+#define F_DISCARD (1u << 13)
+#define F_WRITE_ZEROES (1u << 14)
 #define S_OK 0
 #define S_IOERR 1
 #define S_UNSUPP 2
@@ -74,6 +80,7 @@ struct page {
 
 static volatile uint32_t *regs;
 static struct page ring, data;
+static uint32_t features; /* negotiated, low 32 bits */
 static uint16_t avail_idx, used_seen;
 static int bad;
 
@@ -208,8 +215,6 @@ static void simple(const char *name, uint32_t type, uint64_t sector, uint32_t le
 static int setup(uint64_t base)
 {
 	int fd = open("/dev/mem", O_RDWR | O_SYNC | O_CLOEXEC);
-	uint32_t features;
-
 	if (fd < 0)
 		return -1;
 	regs = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, (off_t)base);
@@ -229,8 +234,9 @@ static int setup(uint64_t base)
 	features = rd(REG_DEVICE_FEATURES);
 	printf("blkgarbage: device features 0x%x, capacity %llu sectors\n", features,
 	       (unsigned long long)((uint64_t)rd(REG_CONFIG + 4) << 32 | rd(REG_CONFIG)));
+	features &= F_DISCARD | F_WRITE_ZEROES;
 	wr(REG_DRIVER_FEATURES_SEL, 0);
-	wr(REG_DRIVER_FEATURES, 0);
+	wr(REG_DRIVER_FEATURES, features);
 	wr(REG_DRIVER_FEATURES_SEL, 1);
 	wr(REG_DRIVER_FEATURES, 1); /* VERSION_1 */
 	wr(REG_STATUS, S_ACKNOWLEDGE | S_DRIVER | S_FEATURES_OK);
@@ -291,6 +297,50 @@ static void get_id(const char *want)
 	}
 }
 
+/* One DISCARD or WRITE_ZEROES request with nseg copies of one range. */
+static void range(const char *name, uint32_t type, uint64_t sector, uint32_t num,
+		  uint32_t flags, unsigned nseg, int want)
+{
+	int64_t got;
+
+	put_hdr(0, type, 0);
+	for (unsigned i = 0; i < nseg; i++) {
+		memcpy(data.va + 64 + 16 * i, &sector, 8);
+		memcpy(data.va + 72 + 16 * i, &num, 4);
+		memcpy(data.va + 76 + 16 * i, &flags, 4);
+	}
+	data.va[STATUS_OFF] = NO_ANSWER;
+	got = send((struct seg[]){ { 0, 16, 0 }, { 64, 16 * nseg, 0 }, { STATUS_OFF, 1, 1 } }, 3);
+	check(name, got, data.va[STATUS_OFF], want, 1);
+}
+
+/* Discard and write-zeroes, where the device offers them. */
+static void ranges(uint64_t cap)
+{
+	if (!(features & F_DISCARD)) {
+		range("discard_unoffered", T_DISCARD, 0, 8, 0, 1, S_UNSUPP);
+		range("write_zeroes_unoffered", T_WRITE_ZEROES, 0, 8, 0, 1, S_UNSUPP);
+		return;
+	}
+	range("discard_ok", T_DISCARD, 16, 8, 0, 1, S_OK);
+	range("discard_flags", T_DISCARD, 16, 8, 1, 1, S_UNSUPP);
+	range("discard_past_end", T_DISCARD, cap - 4, 8, 0, 1, S_IOERR);
+	range("discard_two_ranges", T_DISCARD, 16, 8, 0, 2, S_IOERR);
+	/* Sector 32: written, zeroed, read back as zeros (the host checks it too). */
+	memset(data.va + 64, 0xab, 512);
+	simple("write_for_zeroes", T_OUT, 32, 512, 0, S_OK, 1);
+	range("write_zeroes_ok", T_WRITE_ZEROES, 32, 8, 1, 1, S_OK);
+	memset(data.va + 64, 0xff, 512);
+	simple("write_zeroes_read", T_IN, 32, 512, 1, S_OK, 513);
+	for (int i = 0; i < 512; i++) {
+		if (data.va[64 + i]) {
+			printf("blkgarbage: write_zeroes_read: byte %d is 0x%x BAD\n", i, data.va[64 + i]);
+			bad++;
+			break;
+		}
+	}
+}
+
 int main(int argc, char **argv)
 {
 	uint64_t base, cap;
@@ -323,7 +373,6 @@ int main(int argc, char **argv)
 	simple("flush_with_data", T_FLUSH, 0, 512, 1, S_IOERR, -1);
 	simple("unknown_type", 0x77, 0, 0, 0, S_UNSUPP, 1);
 	simple("scsi_type", T_SCSI, 0, 0, 0, S_UNSUPP, 1);
-	simple("discard_unoffered", T_DISCARD, 0, 16, 0, S_UNSUPP, 1);
 	simple("flush_ok", T_FLUSH, 0, 0, 0, S_OK, 1);
 
 	/* An 8-byte header. */
@@ -336,6 +385,7 @@ int main(int argc, char **argv)
 	got = send((struct seg[]){ { 0, 16, 0 }, { 64, 512, 0 } }, 2);
 	check("no_status", got, data.va[STATUS_OFF], NO_ANSWER, 0);
 
+	ranges(cap);
 	simple("read_ok_again", T_IN, 0, 512, 1, S_OK, 513);
 	printf("blkgarbage: done bad=%d needs_reset=%d\n", bad, !!(rd(REG_STATUS) & S_NEEDS_RESET));
 	fflush(stdout);

@@ -13,7 +13,7 @@ if ! make_rootfs "$root" 64; then
 else
 	# Remounting read-only flushes ext4's journal, so the host sees the
 	# files in place without a journal replay.
-	script='mount | grep " / "; echo blk-was-here > /written.txt; sync; mount -o remount,ro / && echo remounted; cat /written.txt'
+	script='mount | grep " / "; echo blk-was-here > /written.txt; sync; fstrim -v /; mount -o remount,ro / && echo remounted; cat /written.txt'
 	# No double quotes in vmm.arg: the kernel's parser counts them.
 	script=${script//\"/\'}
 	# No --initrd: the kernel mounts the disk and starts its /init.
@@ -23,6 +23,7 @@ else
 	echo $? >"$WORK/root.rc"
 	if expect_status blk_root_boot root 0 &&
 		expect_line blk_root_boot root '^/dev/root on / type ext4|^/dev/vda on / type ext4' &&
+		expect_line blk_root_boot root '^/: [1-9][0-9]* bytes trimmed' &&
 		expect_line blk_root_boot root '^remounted' &&
 		expect_line blk_root_boot root '^blk-was-here'; then
 		pass blk_root_boot
@@ -81,10 +82,15 @@ else
 	# What framed_write put at sector 8 of the rw disk: bytes i * 7 + 3.
 	want=$(/usr/bin/python3 -c 'print(bytes((i * 7 + 3) & 255 for i in range(512)).hex())')
 	got=$(dd if="$rw" bs=512 skip=8 count=1 2>/dev/null | od -An -tx1 -v | tr -d ' \n')
-	if [ "$got" = "$want" ]; then
+	# What write_zeroes_ok zeroed: sectors 32-39, after write_for_zeroes wrote 0xab.
+	zeroed=$(dd if="$rw" bs=512 skip=32 count=8 2>/dev/null | tr -d '\0' | wc -c)
+	if [ "$got" = "$want" ] && [ "$zeroed" = 0 ] &&
+		has '^blkgarbage: write_zeroes_ok status=0 len=1 .* ok$'; then
 		pass blk_garbage_data_written
 	else
-		fail blk_garbage_data_written "sector 8 of the image: ${got:0:64}..."
+		fail blk_garbage_data_written "sector 8 of the image: ${got:0:64}..." \
+			"non-zero bytes in sectors 32-39: $zeroed" \
+			"$(out_of garbage | grep -E 'write_zeroes|features' | head -4)"
 	fi
 	alive_after() { out_of garbage | sed -n '/^blkgarbage-all-done/,$p' | grep -c '^alive [0-9]'; }
 	alive_twice() { [ "$(alive_after)" -ge 2 ]; }
