@@ -89,6 +89,7 @@ bench: deps
 	scripts/bench-boot
 	scripts/bench-balloon
 	scripts/bench-migrate
+	scripts/bench-disk
 
 install: $(BUILD)/vmm
 	install -D -m 0755 $(BUILD)/vmm $(DESTDIR)$(PREFIX)/bin/vmm
@@ -108,6 +109,7 @@ FUZZ_HDRS   := $(wildcard vmm/*.h vmm/x86/*.h virtio/*.h migrate/*.h)
 FUZZ_LIB_fuzz_virtq := vmm/mem.c virtio/queue.c
 FUZZ_LIB_fuzz_stream := migrate/stream.c -lz
 FUZZ_LIB_fuzz_kernel := vmm/mem.c vmm/x86/boot.c vmm/x86/vmlinux.c vmm/x86/e820.c
+FUZZ_LIB_fuzz_blk := vmm/mem.c virtio/queue.c virtio/blk_req.c
 
 .PHONY: fuzz-build
 fuzz-build: $(FUZZ_BINS)

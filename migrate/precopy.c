@@ -20,6 +20,7 @@
 #include "migrate/stream.h"
 #include "migrate/transport.h"
 #include "virtio/balloon.h"
+#include "vmm/devices.h"
 #include "vmm/util.h"
 #include "vmm/vcpu.h"
 #include "vmm/vm.h"
@@ -476,16 +477,11 @@ static int expect_ack(struct sender *s, enum stream_phase phase)
 	return 0;
 }
 
-static void device_set(struct vm *vm, char *buf, size_t size)
-{
-	snprintf(buf, size, "uart%s", vm->balloon ? ",balloon" : "");
-}
-
 static int setup(struct sender *s)
 {
 	struct transport_addr addr;
 	struct stream_hello hello = { 0 };
-	char err[256], devices[64];
+	char err[256], devices[STREAM_MAX_DEVICES_LEN + 1];
 	uint8_t buf[512];
 	int fd, rc;
 
@@ -500,7 +496,8 @@ static int setup(struct sender *s)
 		return fail(s, rc, "io_uring: %s", strerror(-rc));
 	}
 	s->conn_open = true;
-	device_set(s->vm, devices, sizeof(devices));
+	if (vm_device_set(s->vm, devices, sizeof(devices)) < 0)
+		return fail(s, -ENOSPC, "too many devices for the migration stream");
 	hello.flags = s->m->opt.compress != COMPRESS_NONE ? STREAM_HELLO_ZSTD : 0;
 	hello.page_size = GUEST_PAGE_SIZE;
 	hello.nr_vcpus = s->vm->ncpus;
@@ -568,11 +565,14 @@ static int save_all_state(struct sender *s)
 		uart_save(&s->vm->uart, &w);
 		rc = send_state(s, "uart", 0, &w);
 	}
-	if (!rc && s->vm->balloon) {
+	for (unsigned i = 0; !rc && i < s->vm->nvirtio; i++) {
+		struct virtio_dev *dev = s->vm->virtio[i];
+
 		state_writer_free(&w);
 		state_writer_init(&w);
-		rc = virtio_save(&s->vm->balloon->dev, &w);
-		rc = rc ? fail(s, rc, "saving balloon state") : send_state(s, "balloon", 0, &w);
+		rc = virtio_save(dev, &w);
+		rc = rc ? fail(s, rc, "saving %s%u state", dev->ops->name, dev->instance)
+			: send_state(s, dev->ops->name, dev->instance, &w);
 	}
 	state_writer_free(&w);
 	return rc;
@@ -599,8 +599,10 @@ static int stop_and_copy(struct sender *s)
 	if (rc)
 		return fail(s, rc, "cannot pause the vCPUs: %s", strerror(-rc));
 	s->paused = true;
-	if (s->vm->balloon)
-		virtio_pause(&s->vm->balloon->dev);
+	/* Devices answer their requests in flight here, before the last sync. */
+	rc = vm_virtio_pause(s->vm);
+	if (rc)
+		return fail(s, rc, "cannot pause the devices: %s", strerror(-rc));
 	rc = sync_dirty(s);
 	if (!rc)
 		rc = send_pass(s, false);
@@ -731,8 +733,7 @@ static void sender_cleanup(struct sender *s, bool ok)
 		dirty_destroy(&s->dirty);
 	}
 	if (!ok && s->paused) {
-		if (s->vm->balloon)
-			virtio_resume(&s->vm->balloon->dev);
+		vm_virtio_resume(s->vm);
 		vm_resume(s->vm);
 	}
 	if (s->conn_open) {

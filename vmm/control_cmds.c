@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "devices.h"
 #include "migrate/migration.h"
 #include "util.h"
 #include "vm.h"
@@ -114,8 +115,12 @@ static json_t *cmd_pause(struct vm *vm, json_t *req, char *err, size_t errlen)
 		snprintf(err, errlen, "cannot pause the vCPUs: %s", strerror(-rc));
 		return NULL;
 	}
-	if (vm->balloon)
-		virtio_pause(&vm->balloon->dev);
+	rc = vm_virtio_pause(vm);
+	if (rc) {
+		vm_resume(vm);
+		snprintf(err, errlen, "cannot pause the devices: %s", strerror(-rc));
+		return NULL;
+	}
 	vm->paused = true;
 	return json_object();
 }
@@ -127,8 +132,7 @@ static json_t *cmd_resume(struct vm *vm, json_t *req, char *err, size_t errlen)
 	(void)errlen;
 	if (!vm->paused)
 		return json_object();
-	if (vm->balloon)
-		virtio_resume(&vm->balloon->dev);
+	vm_virtio_resume(vm);
 	vm_resume(vm);
 	vm->paused = false;
 	return json_object();

@@ -59,6 +59,25 @@ bad migrate_no_socket 1 "migrate: cannot connect to /nonexistent.sock" \
 	"$VMM" migrate /nonexistent.sock tcp:127.0.0.1:1
 bad incoming_bad_uri 1 "bad migration URI 'tcp:nohost'" $(run --incoming tcp:nohost)
 
+mkdir -p "$WORK/dir.img"
+: >"$WORK/empty.img"
+truncate -s 1M "$WORK/disk.img"
+bad disk_missing 1 "--disk /nonexistent.img: No such file" $(run --kernel "$KERNEL" --disk /nonexistent.img)
+bad disk_directory 1 "--disk .*dir.img: (Is a directory|not a regular file)" \
+	$(run --kernel "$KERNEL" --disk "$WORK/dir.img")
+bad disk_directory_ro 1 "--disk .*dir.img: not a regular file" \
+	$(run --kernel "$KERNEL" --disk "$WORK/dir.img,ro")
+bad disk_empty 1 "smaller than one 512-byte sector" $(run --kernel "$KERNEL" --disk "$WORK/empty.img")
+bad disk_bad_option 2 "--disk: unknown option 'rw'" $(run --kernel "$KERNEL" --disk "$WORK/disk.img,rw")
+bad disk_bad_id 2 "--disk: id 'a/b' is not" $(run --kernel "$KERNEL" --disk "$WORK/disk.img,id=a/b")
+bad disk_too_many 2 "--disk: at most 8 disks" \
+	$(run --kernel "$KERNEL" $(for i in $(seq 9); do echo --disk "$WORK/disk.img"; done))
+# tmpfs has no O_DIRECT before Linux 6.6: where that holds, say so clearly.
+if ! dd if=/dev/zero of="$WORK/direct-probe" bs=4096 count=1 oflag=direct status=none 2>/dev/null; then
+	bad disk_no_o_direct 1 "does the file system support O_DIRECT" \
+		$(run --kernel "$KERNEL" --disk "$WORK/disk.img,direct")
+fi
+
 if [ "$(id -u)" = 0 ] && command -v unshare >/dev/null; then
 	bad no_dev_kvm 1 "/dev/kvm does not exist" \
 		unshare -m sh -c "mount -t tmpfs none /dev && exec $VMM run --kernel $KERNEL"
