@@ -54,7 +54,8 @@ $(BUILD)/tests/fakecap.so: tests/integration/fakecap.c
 
 unit: $(UNIT_BINS) $(BUILD)/tests/fakecap.so
 
-guest: $(BUILD)/guest/bzImage $(BUILD)/guest/bzImage-stock $(BUILD)/guest/initramfs.cpio.gz
+guest: $(BUILD)/guest/bzImage $(BUILD)/guest/bzImage-stock $(BUILD)/guest/vmlinux \
+	$(BUILD)/guest/initramfs.cpio.gz
 
 # The kernel build caches by content outside the tree, so running it each
 # time costs a hash; it rebuilds only when the fragment or patches change.
@@ -66,6 +67,10 @@ $(BUILD)/guest/bzImage: FORCE
 # with it); one build makes both, so this one mostly hits the cache.
 $(BUILD)/guest/bzImage-stock: $(BUILD)/guest/bzImage
 	guest-kernel/build --stock $@
+
+# The same kernel uncompressed: vmm boots an ELF vmlinux directly.
+$(BUILD)/guest/vmlinux: $(BUILD)/guest/bzImage scripts/extract-vmlinux
+	scripts/extract-vmlinux $< $@
 
 $(BUILD)/guest/initramfs.cpio.gz: $(wildcard tests/guest/*) 
 	@mkdir -p $(dir $@)
@@ -108,6 +113,7 @@ FUZZ_BINS   := $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 FUZZ_HDRS   := $(wildcard vmm/*.h vmm/x86/*.h virtio/*.h migrate/*.h)
 FUZZ_LIB_fuzz_virtq := vmm/mem.c virtio/queue.c
 FUZZ_LIB_fuzz_stream := migrate/stream.c -lz
+FUZZ_LIB_fuzz_kernel := vmm/mem.c vmm/x86/boot.c vmm/x86/vmlinux.c vmm/x86/e820.c
 
 .PHONY: fuzz-build
 fuzz-build: $(FUZZ_BINS)

@@ -12,7 +12,7 @@
 const char config_usage[] =
 	"usage: vmm run --kernel PATH [options]\n"
 	"\n"
-	"  --kernel PATH        bzImage to boot (Linux x86-64 boot protocol)\n"
+	"  --kernel PATH        bzImage or ELF vmlinux to boot (Linux x86-64 boot protocol)\n"
 	"  --initrd PATH        initial ramdisk\n"
 	"  --cmdline STR        kernel command line (default: \"console=ttyS0 reboot=k panic=1 pci=off\")\n"
 	"  --mem SIZE           guest RAM, e.g. 512M or 4G (default 256M)\n"

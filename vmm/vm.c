@@ -128,7 +128,7 @@ static void load_guest(struct vm *vm, struct boot_entry *entry)
 	if (vm->cfg->initrd)
 		map_file("initrd", vm->cfg->initrd, &initrd);
 	if (!kernel.size)
-		die("kernel %s: not a bzImage (empty file)", vm->cfg->kernel);
+		die("kernel %s: not a bzImage or ELF vmlinux (empty file)", vm->cfg->kernel);
 	rc = boot_load(&vm->mem, kernel.data, kernel.size, vm->cfg->initrd ? initrd.data : NULL,
 		       initrd.size, vm->cmdline, entry, err, sizeof(err));
 	if (rc)

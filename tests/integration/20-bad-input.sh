@@ -30,10 +30,13 @@ truncate -s 200M "$WORK/huge.initrd"
 # A real bzImage whose header claims it needs 1 GiB (init_size at 0x260).
 cp "$KERNEL" "$WORK/greedy.bzImage"
 printf '\x00\x00\x00\x40' | dd of="$WORK/greedy.bzImage" bs=1 seek=$((0x260)) conv=notrunc status=none
+# The ELF vmlinux cut short: its headers are there, its segments are not.
+head -c 100000 "${KERNEL%/*}/vmlinux" >"$WORK/short.vmlinux"
 
 bad missing_kernel 1 "cannot open kernel /nonexistent/bzImage: No such file" $(run --kernel /nonexistent/bzImage)
 bad kernel_is_directory 1 "kernel /tmp is not a regular file" $(run --kernel /tmp)
 bad kernel_not_bzimage 1 "not a bzImage" $(run --kernel "$WORK/garbage")
+bad kernel_elf_truncated 1 "kernel: ELF segment extends past the end of the file" $(run --kernel "$WORK/short.vmlinux")
 bad kernel_empty 1 "not a bzImage" $(run --kernel "$WORK/empty")
 bad kernel_too_big 1 "kernel does not fit in guest memory" $(run --kernel "$WORK/greedy.bzImage" --mem 128M)
 bad initrd_too_big 1 "initrd .* does not fit" $(run --kernel "$KERNEL" --initrd "$WORK/huge.initrd" --mem 128M)
