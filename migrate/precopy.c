@@ -33,6 +33,7 @@
 #define IO_TIMEOUT_MS 30000
 #define PAGEMAP_PRESENT (1ULL << 63)
 #define PAGEMAP_SWAPPED (1ULL << 62)
+#define DROP_CACHE_WAIT_MS 10000
 
 /* Everything the sending thread owns. */
 struct sender {
@@ -418,12 +419,25 @@ static void on_hint(void *opaque, uint64_t gpa, uint64_t len)
 static void start_hinting(struct sender *s)
 {
 	struct balloon *b = s->vm->balloon;
+	uint64_t t0 = now_ns();
+	bool drop;
 
 	if (!s->m->opt.skip_free || !b || b->poison_val)
 		return;
+	drop = s->m->opt.drop_guest_cache && !balloon_drop_cache_unavailable(b);
 	s->hinted = calloc((s->npages + 63) / 64, sizeof(*s->hinted));
-	if (s->hinted && balloon_hint_start(b, on_hint, s) == 0)
+	if (s->hinted && balloon_hint_start(b, drop, on_hint, s) == 0)
 		s->hinting = true;
+	if (!s->hinting || !drop)
+		return;
+	/* The guest drops its caches before it hints. Let its round finish
+	 * first (bounded), or the bulk pass sends the page cache before the
+	 * hints for it arrive; a guest too slow for the bound only costs that. */
+	for (int ms = 0; ms < DROP_CACHE_WAIT_MS && !atomic_load(&s->m->cancel); ms += 100)
+		if (balloon_hint_wait(b, 100) == 0)
+			break;
+	s->m->st.guest_cache_dropped = true;
+	s->m->st.drop_cache_wait_ns = now_ns() - t0;
 }
 
 /* Before the first sync: the round must end so no hint spans a sync; DONE
