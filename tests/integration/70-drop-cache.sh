@@ -36,7 +36,7 @@ EOF
 )
 # Flatten to one line for the kernel command line.
 GUEST=$(echo "$GUEST" | tr '\n' ' ')
-case "$GUEST" in *'"'*) echo "60-drop-cache.sh: the guest script must not contain double quotes" >&2; exit 1 ;; esac
+case "$GUEST" in *'"'*) echo "70-drop-cache.sh: the guest script must not contain double quotes" >&2; exit 1 ;; esac
 
 next_port() { PORT=$((PORT + 1)); }
 gone() { ! kill -0 "$1" 2>/dev/null; }
