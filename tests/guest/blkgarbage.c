@@ -37,16 +37,9 @@
 #include <time.h>
 #include <unistd.h>
 
-enum {
-	REG_MAGIC = 0x000, REG_VERSION = 0x004, REG_DEVICE_ID = 0x008,
-	REG_DEVICE_FEATURES = 0x010, REG_DEVICE_FEATURES_SEL = 0x014,
-	REG_DRIVER_FEATURES = 0x020, REG_DRIVER_FEATURES_SEL = 0x024,
-	REG_QUEUE_SEL = 0x030, REG_QUEUE_NUM_MAX = 0x034, REG_QUEUE_NUM = 0x038,
-	REG_QUEUE_READY = 0x044, REG_QUEUE_NOTIFY = 0x050,
-	REG_INTERRUPT_STATUS = 0x060, REG_INTERRUPT_ACK = 0x064, REG_STATUS = 0x070,
-	REG_QUEUE_DESC_LOW = 0x080, REG_QUEUE_DRIVER_LOW = 0x090, REG_QUEUE_DEVICE_LOW = 0x0a0,
-	REG_CONFIG = 0x100,
-};
+/* The register offsets come from the kernel's uapi header. */
+#include <linux/virtio_mmio.h>
+
 
 #define S_ACKNOWLEDGE 1u
 #define S_DRIVER 2u
@@ -169,7 +162,7 @@ static int64_t send(const struct seg *segs, unsigned n)
 	__sync_synchronize();
 	avail_idx++;
 	__atomic_store_n((uint16_t *)(AVAIL + 2), avail_idx, __ATOMIC_RELEASE);
-	wr(REG_QUEUE_NOTIFY, 0);
+	wr(VIRTIO_MMIO_QUEUE_NOTIFY, 0);
 	for (int t = 0; t < WAIT_MS; t++) {
 		idx = __atomic_load_n((uint16_t *)(USED + 2), __ATOMIC_ACQUIRE);
 		if (idx != used_seen)
@@ -180,7 +173,7 @@ static int64_t send(const struct seg *segs, unsigned n)
 		return -1;
 	memcpy(&len, USED + 4 + 8 * (used_seen % QSIZE) + 4, 4);
 	used_seen++;
-	wr(REG_INTERRUPT_ACK, rd(REG_INTERRUPT_STATUS));
+	wr(VIRTIO_MMIO_INTERRUPT_ACK, rd(VIRTIO_MMIO_INTERRUPT_STATUS));
 	return len;
 }
 
@@ -218,8 +211,8 @@ static int setup(uint64_t base)
 	if (fd < 0)
 		return -1;
 	regs = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, (off_t)base);
-	if (regs == MAP_FAILED || rd(REG_MAGIC) != 0x74726976 || rd(REG_VERSION) != 2 ||
-	    rd(REG_DEVICE_ID) != 2) {
+	if (regs == MAP_FAILED || rd(VIRTIO_MMIO_MAGIC_VALUE) != 0x74726976 || rd(VIRTIO_MMIO_VERSION) != 2 ||
+	    rd(VIRTIO_MMIO_DEVICE_ID) != 2) {
 		fprintf(stderr, "blkgarbage: no virtio-blk at 0x%llx\n", (unsigned long long)base);
 		return -1;
 	}
@@ -227,34 +220,34 @@ static int setup(uint64_t base)
 		fprintf(stderr, "blkgarbage: cannot get locked pages: %s\n", strerror(errno));
 		return -1;
 	}
-	wr(REG_STATUS, 0);
-	wr(REG_STATUS, S_ACKNOWLEDGE);
-	wr(REG_STATUS, S_ACKNOWLEDGE | S_DRIVER);
-	wr(REG_DEVICE_FEATURES_SEL, 0);
-	features = rd(REG_DEVICE_FEATURES);
+	wr(VIRTIO_MMIO_STATUS, 0);
+	wr(VIRTIO_MMIO_STATUS, S_ACKNOWLEDGE);
+	wr(VIRTIO_MMIO_STATUS, S_ACKNOWLEDGE | S_DRIVER);
+	wr(VIRTIO_MMIO_DEVICE_FEATURES_SEL, 0);
+	features = rd(VIRTIO_MMIO_DEVICE_FEATURES);
 	printf("blkgarbage: device features 0x%x, capacity %llu sectors\n", features,
-	       (unsigned long long)((uint64_t)rd(REG_CONFIG + 4) << 32 | rd(REG_CONFIG)));
+	       (unsigned long long)((uint64_t)rd(VIRTIO_MMIO_CONFIG + 4) << 32 | rd(VIRTIO_MMIO_CONFIG)));
 	features &= F_DISCARD | F_WRITE_ZEROES;
-	wr(REG_DRIVER_FEATURES_SEL, 0);
-	wr(REG_DRIVER_FEATURES, features);
-	wr(REG_DRIVER_FEATURES_SEL, 1);
-	wr(REG_DRIVER_FEATURES, 1); /* VERSION_1 */
-	wr(REG_STATUS, S_ACKNOWLEDGE | S_DRIVER | S_FEATURES_OK);
-	if (!(rd(REG_STATUS) & S_FEATURES_OK))
+	wr(VIRTIO_MMIO_DRIVER_FEATURES_SEL, 0);
+	wr(VIRTIO_MMIO_DRIVER_FEATURES, features);
+	wr(VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
+	wr(VIRTIO_MMIO_DRIVER_FEATURES, 1); /* VERSION_1 */
+	wr(VIRTIO_MMIO_STATUS, S_ACKNOWLEDGE | S_DRIVER | S_FEATURES_OK);
+	if (!(rd(VIRTIO_MMIO_STATUS) & S_FEATURES_OK))
 		return -1;
-	wr(REG_QUEUE_SEL, 0);
-	if (rd(REG_QUEUE_NUM_MAX) < QSIZE)
+	wr(VIRTIO_MMIO_QUEUE_SEL, 0);
+	if (rd(VIRTIO_MMIO_QUEUE_NUM_MAX) < QSIZE)
 		return -1;
-	wr(REG_QUEUE_NUM, QSIZE);
-	wr(REG_QUEUE_DESC_LOW, (uint32_t)ring.pa);
-	wr(REG_QUEUE_DESC_LOW + 4, (uint32_t)(ring.pa >> 32));
-	wr(REG_QUEUE_DRIVER_LOW, (uint32_t)(ring.pa + 1024));
-	wr(REG_QUEUE_DRIVER_LOW + 4, (uint32_t)((ring.pa + 1024) >> 32));
-	wr(REG_QUEUE_DEVICE_LOW, (uint32_t)(ring.pa + 2048));
-	wr(REG_QUEUE_DEVICE_LOW + 4, (uint32_t)((ring.pa + 2048) >> 32));
-	wr(REG_QUEUE_READY, 1);
-	wr(REG_STATUS, S_ACKNOWLEDGE | S_DRIVER | S_FEATURES_OK | S_DRIVER_OK);
-	return rd(REG_QUEUE_READY) ? 0 : -1;
+	wr(VIRTIO_MMIO_QUEUE_NUM, QSIZE);
+	wr(VIRTIO_MMIO_QUEUE_DESC_LOW, (uint32_t)ring.pa);
+	wr(VIRTIO_MMIO_QUEUE_DESC_LOW + 4, (uint32_t)(ring.pa >> 32));
+	wr(VIRTIO_MMIO_QUEUE_AVAIL_LOW, (uint32_t)(ring.pa + 1024));
+	wr(VIRTIO_MMIO_QUEUE_AVAIL_LOW + 4, (uint32_t)((ring.pa + 1024) >> 32));
+	wr(VIRTIO_MMIO_QUEUE_USED_LOW, (uint32_t)(ring.pa + 2048));
+	wr(VIRTIO_MMIO_QUEUE_USED_LOW + 4, (uint32_t)((ring.pa + 2048) >> 32));
+	wr(VIRTIO_MMIO_QUEUE_READY, 1);
+	wr(VIRTIO_MMIO_STATUS, S_ACKNOWLEDGE | S_DRIVER | S_FEATURES_OK | S_DRIVER_OK);
+	return rd(VIRTIO_MMIO_QUEUE_READY) ? 0 : -1;
 }
 
 /* Header and data in one readable descriptor, then data and status in one
@@ -354,10 +347,10 @@ int main(int argc, char **argv)
 	base = strtoull(argv[1], NULL, 16);
 	ro = !strcmp(argv[2], "ro");
 	if (setup(base)) {
-		fprintf(stderr, "blkgarbage: device setup failed (status 0x%x)\n", regs ? rd(REG_STATUS) : 0);
+		fprintf(stderr, "blkgarbage: device setup failed (status 0x%x)\n", regs ? rd(VIRTIO_MMIO_STATUS) : 0);
 		return 2;
 	}
-	cap = (uint64_t)rd(REG_CONFIG + 4) << 32 | rd(REG_CONFIG);
+	cap = (uint64_t)rd(VIRTIO_MMIO_CONFIG + 4) << 32 | rd(VIRTIO_MMIO_CONFIG);
 
 	simple("read_ok", T_IN, 0, 512, 1, S_OK, 513);
 	simple("write_ok", T_OUT, 0, 512, 0, ro ? S_IOERR : S_OK, 1);
@@ -387,8 +380,8 @@ int main(int argc, char **argv)
 
 	ranges(cap);
 	simple("read_ok_again", T_IN, 0, 512, 1, S_OK, 513);
-	printf("blkgarbage: done bad=%d needs_reset=%d\n", bad, !!(rd(REG_STATUS) & S_NEEDS_RESET));
+	printf("blkgarbage: done bad=%d needs_reset=%d\n", bad, !!(rd(VIRTIO_MMIO_STATUS) & S_NEEDS_RESET));
 	fflush(stdout);
-	wr(REG_STATUS, 0);
+	wr(VIRTIO_MMIO_STATUS, 0);
 	return bad ? 1 : 0;
 }
