@@ -54,13 +54,23 @@ $(BUILD)/tests/fakecap.so: tests/integration/fakecap.c
 
 unit: $(UNIT_BINS) $(BUILD)/tests/fakecap.so
 
-guest: $(BUILD)/guest/bzImage $(BUILD)/guest/initramfs.cpio.gz
+guest: $(BUILD)/guest/bzImage $(BUILD)/guest/bzImage-stock $(BUILD)/guest/vmlinux \
+	$(BUILD)/guest/initramfs.cpio.gz
 
 # The kernel build caches by content outside the tree, so running it each
 # time costs a hash; it rebuilds only when the fragment or patches change.
 $(BUILD)/guest/bzImage: FORCE
 	@mkdir -p $(dir $@)
 	guest-kernel/build $@
+
+# The same kernel without guest-kernel/patches (tests check that vmm works
+# with it); one build makes both, so this one mostly hits the cache.
+$(BUILD)/guest/bzImage-stock: $(BUILD)/guest/bzImage
+	guest-kernel/build --stock $@
+
+# The same kernel uncompressed: vmm boots an ELF vmlinux directly.
+$(BUILD)/guest/vmlinux: $(BUILD)/guest/bzImage scripts/extract-vmlinux
+	scripts/extract-vmlinux $< $@
 
 $(BUILD)/guest/initramfs.cpio.gz: $(wildcard tests/guest/*) 
 	@mkdir -p $(dir $@)
@@ -85,6 +95,7 @@ bench: deps
 	scripts/bench-boot
 	scripts/bench-balloon
 	scripts/bench-migrate
+	scripts/bench-disk
 
 install: $(BUILD)/vmm
 	install -D -m 0755 $(BUILD)/vmm $(DESTDIR)$(PREFIX)/bin/vmm
@@ -103,6 +114,8 @@ FUZZ_BINS   := $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 FUZZ_HDRS   := $(wildcard vmm/*.h vmm/x86/*.h virtio/*.h migrate/*.h)
 FUZZ_LIB_fuzz_virtq := vmm/mem.c virtio/queue.c
 FUZZ_LIB_fuzz_stream := migrate/stream.c -lz
+FUZZ_LIB_fuzz_kernel := vmm/mem.c vmm/x86/boot.c vmm/x86/vmlinux.c vmm/x86/e820.c
+FUZZ_LIB_fuzz_blk := vmm/mem.c virtio/queue.c virtio/blk_req.c
 
 .PHONY: fuzz-build
 fuzz-build: $(FUZZ_BINS)

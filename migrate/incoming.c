@@ -19,7 +19,7 @@
 #include "migrate/stream.h"
 #include "migrate/trace.h"
 #include "migrate/transport.h"
-#include "virtio/balloon.h"
+#include "vmm/devices.h"
 #include "vmm/util.h"
 #include "vmm/vcpu.h"
 #include "vmm/vm.h"
@@ -74,14 +74,15 @@ static int ack(struct receiver *r, enum stream_phase phase)
 
 static int check_hello(struct receiver *r, const struct stream_hello *got)
 {
-	char devices[64];
+	char devices[STREAM_MAX_DEVICES_LEN + 1];
 	struct stream_hello want = {
 		.flags = STREAM_HELLO_ZSTD, .page_size = GUEST_PAGE_SIZE,
 		.nr_vcpus = r->vm->ncpus, .ram_size = r->vm->mem.size, .devices = devices,
 	};
 	int rc;
 
-	snprintf(devices, sizeof(devices), "uart%s", r->vm->balloon ? ",balloon" : "");
+	if (vm_device_set(r->vm, devices, sizeof(devices)) < 0)
+		return refuse(r, -ENOSPC, "too many devices for the migration stream");
 	want.devices_len = (uint16_t)strlen(devices);
 	rc = stream_check_hello(got, &want);
 	if (!rc)
@@ -100,6 +101,7 @@ static int check_hello(struct receiver *r, const struct stream_hello *got)
 static int load_state(struct receiver *r, const struct stream_state *st)
 {
 	struct state_reader rd;
+	struct virtio_dev *dev;
 	char err[256] = "";
 	int rc = -EINVAL;
 
@@ -111,9 +113,8 @@ static int load_state(struct receiver *r, const struct stream_state *st)
 				     sizeof(err));
 	} else if (st->name_len == 4 && !memcmp(st->name, "uart", 4) && st->instance == 0) {
 		rc = uart_load(&r->vm->uart, &rd);
-	} else if (st->name_len == 7 && !memcmp(st->name, "balloon", 7) && st->instance == 0 &&
-		   r->vm->balloon) {
-		rc = virtio_load(&r->vm->balloon->dev, &rd);
+	} else if ((dev = vm_virtio_find(r->vm, st->name, st->name_len, st->instance))) {
+		rc = virtio_load(dev, &rd);
 	} else {
 		return refuse(r, -EINVAL, "unknown state section '%.*s' %u", st->name_len, st->name,
 			      st->instance);
@@ -377,7 +378,7 @@ int migrate_incoming(struct vm *vm, const char *uri)
 		close(r->listen_fd);
 	recv_ram_end(vm);
 	free(r);
-	if (!rc && vm->balloon)
-		virtio_resume(&vm->balloon->dev);
+	if (!rc)
+		vm_virtio_resume(vm);
 	return rc ? -1 : 0;
 }

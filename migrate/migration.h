@@ -22,6 +22,7 @@ struct migrate_options {
 	bool skip_free;        /* skip hinted, reported and never-touched pages */
 	enum migrate_compress compress;
 	unsigned connections;  /* parallel connections, each with its own lane (1..16) */
+	bool drop_guest_cache; /* the hint round asks the guest to drop its caches first */
 };
 
 enum migrate_phase {
@@ -47,6 +48,8 @@ struct migrate_stats {
 	double dirty_pages_per_s;
 	double bandwidth_bps;
 	unsigned throttle_pct;
+	bool guest_cache_dropped;  /* the hint round asked the guest to drop its caches */
+	uint64_t drop_cache_wait_ns; /* the bulk pass waited this long for that round */
 };
 
 struct migration {
@@ -65,6 +68,8 @@ struct migration {
 
 /* Parses the "migrate" control request's options (defaults filled in). */
 int migrate_options_from_json(json_t *req, struct migrate_options *opt, char *err, size_t errlen);
+/* Why opt's drop_guest_cache will have no effect on vm, or NULL if it will. */
+const char *migrate_drop_cache_note(struct vm *vm, const struct migrate_options *opt);
 /* Starts the source side in its own thread. 0, -EBUSY or -errno. */
 int migrate_start(struct vm *vm, const struct migrate_options *opt, char *err, size_t errlen);
 /* The status and figures, for "migrate-status". */

@@ -26,12 +26,14 @@
 #include "migrate/trace.h"
 #include "migrate/transport.h"
 #include "virtio/balloon.h"
+#include "vmm/devices.h"
 #include "vmm/util.h"
 #include "vmm/vcpu.h"
 #include "vmm/vm.h"
 
 #define MAX_ITERATIONS 60
 #define IO_TIMEOUT_MS SEND_IO_TIMEOUT_MS
+#define DROP_CACHE_WAIT_MS 10000
 
 /* Everything the coordinating thread owns. */
 struct sender {
@@ -159,14 +161,30 @@ static void on_hint(void *opaque, uint64_t gpa, uint64_t len)
 static void hint_round_start(struct sender *s)
 {
 	struct balloon *b = s->vm->balloon;
+	uint64_t t0 = now_ns();
+	bool drop;
 
 	if (!s->m->opt.skip_free || !b || b->poison_val || s->hinting || !s->dirty_on)
 		return;
-	if (balloon_hint_start(b, on_hint, s) == 0) {
-		s->hinting = true;
-		s->hint_due = true;
-		s->m->st.hint_rounds++;
-	}
+	/* Only the first round asks the guest to drop its caches: what it
+	 * caches during pre-copy is small, and dropping again costs it. */
+	drop = s->m->opt.drop_guest_cache && !s->m->st.hint_rounds &&
+	       !balloon_drop_cache_unavailable(b);
+	if (balloon_hint_start(b, drop, on_hint, s) != 0)
+		return;
+	s->hinting = true;
+	s->hint_due = true;
+	s->m->st.hint_rounds++;
+	if (!drop)
+		return;
+	/* The guest drops its caches before it hints. Let its round finish
+	 * first (bounded), or the bulk pass sends the page cache before the
+	 * hints for it arrive; a guest too slow for the bound only costs that. */
+	for (int ms = 0; ms < DROP_CACHE_WAIT_MS && !atomic_load(&s->m->cancel); ms += 100)
+		if (balloon_hint_wait(b, 100) == 0)
+			break;
+	s->m->st.guest_cache_dropped = true;
+	s->m->st.drop_cache_wait_ns = now_ns() - t0;
 }
 
 /* Before each sync: STOP. The guest keeps the blocks it hinted (they stay
@@ -249,11 +267,6 @@ static void peer_reason(struct sender *s)
 	pthread_mutex_unlock(&s->m->lock);
 }
 
-static void device_set(struct vm *vm, char *buf, size_t size)
-{
-	snprintf(buf, size, "uart%s", vm->balloon ? ",balloon" : "");
-}
-
 /* Connection i (1..N-1): connected, and JOINed to this migration. */
 static int connect_lane(struct sender *s, const struct transport_addr *addr, unsigned i,
 			uint64_t session)
@@ -294,7 +307,7 @@ static int setup(struct sender *s)
 {
 	struct transport_addr addr;
 	struct stream_hello hello = { 0 };
-	char err[256], devices[64];
+	char err[256], devices[STREAM_MAX_DEVICES_LEN + 1];
 	uint8_t buf[512];
 	int fd, rc;
 
@@ -310,7 +323,8 @@ static int setup(struct sender *s)
 		return fail(s, rc, "io_uring: %s", strerror(-rc));
 	}
 	s->conn_open = true;
-	device_set(s->vm, devices, sizeof(devices));
+	if (vm_device_set(s->vm, devices, sizeof(devices)) < 0)
+		return fail(s, -ENOSPC, "too many devices for the migration stream");
 	hello.flags = s->m->opt.compress != COMPRESS_NONE ? STREAM_HELLO_ZSTD : 0;
 	hello.page_size = GUEST_PAGE_SIZE;
 	hello.nr_vcpus = s->vm->ncpus;
@@ -388,11 +402,14 @@ static int save_all_state(struct sender *s)
 		uart_save(&s->vm->uart, &w);
 		rc = send_state(s, "uart", 0, &w);
 	}
-	if (!rc && s->vm->balloon) {
+	for (unsigned i = 0; !rc && i < s->vm->nvirtio; i++) {
+		struct virtio_dev *dev = s->vm->virtio[i];
+
 		state_writer_free(&w);
 		state_writer_init(&w);
-		rc = virtio_save(&s->vm->balloon->dev, &w);
-		rc = rc ? fail(s, rc, "saving balloon state") : send_state(s, "balloon", 0, &w);
+		rc = virtio_save(dev, &w);
+		rc = rc ? fail(s, rc, "saving %s%u state", dev->ops->name, dev->instance)
+			: send_state(s, dev->ops->name, dev->instance, &w);
 	}
 	state_writer_free(&w);
 	return rc;
@@ -423,8 +440,10 @@ static int stop_and_copy(struct sender *s)
 		return fail(s, rc, "cannot pause the vCPUs: %s", strerror(-rc));
 	mig_trace("source: paused");
 	s->paused = true;
-	if (s->vm->balloon)
-		virtio_pause(&s->vm->balloon->dev);
+	/* Devices answer their requests in flight here, before the last sync. */
+	rc = vm_virtio_pause(s->vm);
+	if (rc)
+		return fail(s, rc, "cannot pause the devices: %s", strerror(-rc));
 	rc = sync_dirty(s);
 	if (!rc)
 		rc = ram_sender_pass(&s->rs, &last);
@@ -571,8 +590,7 @@ static void sender_cleanup(struct sender *s, bool ok)
 		dirty_destroy(&s->dirty);
 	}
 	if (!ok && s->paused) {
-		if (s->vm->balloon)
-			virtio_resume(&s->vm->balloon->dev);
+		vm_virtio_resume(s->vm);
 		vm_resume(s->vm);
 	}
 	if (s->conn_open) {

@@ -33,6 +33,7 @@ static int get_uint(json_t *req, const char *key, unsigned min, unsigned max, un
 int migrate_options_from_json(json_t *req, struct migrate_options *opt, char *err, size_t errlen)
 {
 	json_t *uri = json_object_get(req, "uri"), *skip = json_object_get(req, "skip_free");
+	json_t *drop = json_object_get(req, "drop_guest_cache");
 	const char *compress = json_string_value(json_object_get(req, "compress"));
 
 	memset(opt, 0, sizeof(*opt));
@@ -56,6 +57,11 @@ int migrate_options_from_json(json_t *req, struct migrate_options *opt, char *er
 	}
 	if (skip)
 		opt->skip_free = json_is_true(skip);
+	if (drop && !json_is_boolean(drop)) {
+		snprintf(err, errlen, "\"drop_guest_cache\" must be true or false");
+		return -EINVAL;
+	}
+	opt->drop_guest_cache = json_is_true(drop);
 	if (compress && !strcmp(compress, "zstd"))
 		opt->compress = COMPRESS_ZSTD;
 	else if (compress && !strcmp(compress, "none"))
@@ -65,6 +71,20 @@ int migrate_options_from_json(json_t *req, struct migrate_options *opt, char *er
 		return -EINVAL;
 	}
 	return 0;
+}
+
+/* Mirrors the conditions under which precopy.c runs a hint round. */
+const char *migrate_drop_cache_note(struct vm *vm, const struct migrate_options *opt)
+{
+	if (!opt->drop_guest_cache)
+		return NULL;
+	if (!vm->balloon)
+		return "there is no balloon device (vmm run --balloon free-page-hint)";
+	if (!opt->skip_free)
+		return "--no-skip-free turns free page hinting off";
+	if (vm->balloon->poison_val)
+		return "the guest poisons free pages, which turns free page hinting off";
+	return balloon_drop_cache_unavailable(vm->balloon);
 }
 
 json_t *migrate_status_json(struct vm *vm)
@@ -105,6 +125,8 @@ json_t *migrate_status_json(struct vm *vm)
 					     : 0.0) * 8 / 1e6,
 		      "throttle_pct", (int)st->throttle_pct,
 		      "hint_rounds", (int)st->hint_rounds);
+	json_object_set_new(j, "drop_guest_cache", json_boolean(st->guest_cache_dropped));
+	json_object_set_new(j, "drop_cache_wait_ms", json_real((double)st->drop_cache_wait_ns / 1e6));
 	if (m->phase >= MIGRATE_COMPLETED) {
 		m->final_seen = true;
 		pthread_cond_broadcast(&m->cond);

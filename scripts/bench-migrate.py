@@ -9,7 +9,15 @@ a destination on loopback TCP and migrates once:
 
   cases    idle      the guest just booted, then idles;
            touched   the guest ran `memtouch 400` (touched 400 MiB with
-                     distinct non-zero values, then freed them), then idles.
+                     distinct non-zero values, then freed them), then idles;
+           pagecache the guest read a 200 MiB file of random bytes from an
+                     ext4 disk (`--disk IMG,ro` on both sides), so its page
+                     cache holds it, then idles.  vmm only, skipping on,
+                     --compress none, without and with --drop-guest-cache
+                     (which needs the guest-kernel patch).  After the
+                     migration the host takes 8 MiB with the balloon, the
+                     guest's signal to read the file again and print how
+                     long that took (ms, from /proc/uptime).
            Before idling the guest prints /proc/meminfo on its console;
            used memory = MemTotal - MemFree from that print.
   vmm      --balloon free-page-hint,free-page-reporting on both sides;
@@ -50,6 +58,7 @@ import tempfile
 import time
 
 READY = "vmm-bench: ready"
+REREAD = "vmm-bench: reread-ms"
 MIB = 1 << 20
 
 
@@ -110,13 +119,14 @@ def stop(p, grace=5):
 
 
 def meminfo(console):
-    """(MemTotal, MemFree) in KiB from the last /proc/meminfo print."""
+    """(MemTotal, MemFree, Cached) in KiB from the last /proc/meminfo print."""
     text = console.split(READY)[0]
     tot = re.findall(r"^MemTotal:\s+(\d+) kB", text, re.M)
     free = re.findall(r"^MemFree:\s+(\d+) kB", text, re.M)
+    cached = re.findall(r"^Cached:\s+(\d+) kB", text, re.M)
     if not tot or not free:
         return None
-    return int(tot[-1]), int(free[-1])
+    return int(tot[-1]), int(free[-1]), int(cached[-1]) if cached else None
 
 
 class QMP:
@@ -174,9 +184,33 @@ class Bench:
         job = "cat /proc/meminfo; echo %s; sleep 3600" % READY
         if case == "touched":
             job = "memtouch %d; sleep 2; " % self.a.touch_mib + job
+        elif case == "pagecache":
+            # Single quotes only inside: the kernel splits its command line
+            # at double quotes.  MemTotal falling is the signal to re-read.
+            job = ("mkdir -p /mnt; mount -t ext4 -o ro /dev/vda /mnt && cat /mnt/big >/dev/null; sleep 2; "
+                   "cat /proc/meminfo; echo %s; "
+                   "mt() { awk -v k=MemTotal: '$1 == k { print $2 }' /proc/meminfo; }; "
+                   "cs() { tr -d . </proc/uptime | cut -d' ' -f1; }; "
+                   "t=$(mt); while [ $(mt) -ge $((t - 2048)) ]; do sleep 1; done; "
+                   "a=$(cs); cat /mnt/big >/dev/null; b=$(cs); echo %s $(((b - a) * 10)); sleep 3600"
+                   % (READY, REREAD))
         else:
             job = "sleep 2; " + job
+        assert '"' not in job
         return ('console=ttyS0 reboot=k panic=1 pci=off quiet vmm.job=sh vmm.arg="%s"' % job)
+
+    def disk(self):
+        """The pagecache case's disk: one file of random bytes on ext4, made once."""
+        img = os.path.join(self.work, "disk.img")
+        if not os.path.exists(img):
+            src = os.path.join(self.work, "fs")
+            os.mkdir(src)
+            with open(os.path.join(src, "big"), "wb") as f:
+                f.write(os.urandom(self.a.file_mib * MIB))
+            subprocess.run(["mkfs.ext4", "-q", "-F", "-d", src, img, "%dM" % (self.a.file_mib + 56)],
+                           check=True, capture_output=True, timeout=300)
+            shutil.rmtree(src)
+        return img
 
     def wait_ready(self, p, console_path, what):
         """Waits for the guest's ready line; returns (meminfo, error)."""
@@ -193,19 +227,20 @@ class Bench:
         return meminfo(con), None
 
     # ---- vmm ----
-    def vmm_common(self):
+    def vmm_common(self, case):
+        disk = ["--disk", self.disk() + ",ro"] if case == "pagecache" else []
         return ["--mem", "%dM" % self.a.mem, "--cpus", "1",
-                "--balloon", "free-page-hint,free-page-reporting"]
+                "--balloon", "free-page-hint,free-page-reporting"] + disk
 
-    def run_vmm(self, case, skip, compress):
+    def run_vmm(self, case, skip, compress, drop=False):
         n, port = self.next()
         d = os.path.join(self.work, "%02d-vmm" % n)
         os.mkdir(d)
-        res = {"case": case, "vmm": "vmm", "skip": skip, "compress": compress}
+        res = {"case": case, "vmm": "vmm", "skip": skip, "compress": compress, "drop": drop}
         src = dst = None
         try:
             src_argv = [self.a.vmm, "run", "--kernel", self.a.kernel, "--initrd", self.a.initrd] + \
-                self.vmm_common() + ["--api-socket", d + "/src.sock", "--console", "file:" + d + "/src.out",
+                self.vmm_common(case) + ["--api-socket", d + "/src.sock", "--console", "file:" + d + "/src.out",
                                      "--cmdline", self.guest_cmdline(case)]
             if n <= 2 or self.a.verbose:
                 log("bench-migrate:   source: %s" % subprocess.list2cmdline(src_argv))
@@ -217,7 +252,8 @@ class Bench:
                 return res
             if mi:
                 res["used_kib"] = mi[0] - mi[1]
-            dst_argv = [self.a.vmm, "run", "--incoming", "tcp:127.0.0.1:%d" % port] + self.vmm_common() + \
+                res["cached_kib"] = mi[2]
+            dst_argv = [self.a.vmm, "run", "--incoming", "tcp:127.0.0.1:%d" % port] + self.vmm_common(case) + \
                 ["--api-socket", d + "/dst.sock", "--console", "file:" + d + "/dst.out"]
             dst = subprocess.Popen(dst_argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                    stderr=open(d + "/dst.err", "wb"), start_new_session=True)
@@ -227,7 +263,8 @@ class Bench:
                 return res
             mig = [self.a.vmm, "migrate", d + "/src.sock", "tcp:127.0.0.1:%d" % port,
                    "--compress", compress, "--connections", str(self.a.connections),
-                   "--json"] + ([] if skip else ["--no-skip-free"])
+                   "--json"] + ([] if skip else ["--no-skip-free"]) + \
+                (["--drop-guest-cache"] if drop else [])
             res["command"] = subprocess.list2cmdline(mig)
             t0 = time.monotonic()
             try:
@@ -252,7 +289,9 @@ class Bench:
                        skipped=st["skipped_hinted"] + st["skipped_reported"] + st["skipped_untouched"],
                        skipped_detail="%d/%d/%d" % (st["skipped_hinted"], st["skipped_reported"],
                                                     st["skipped_untouched"]),
-                       pages="%d/%d/%d" % (st["pages_raw"], st["pages_zstd"], st["pages_zero"]))
+                       pages="%d/%d/%d" % (st["pages_raw"], st["pages_zstd"], st["pages_zero"]),
+                       dropped=st.get("drop_guest_cache"), drop_wait_ms=st.get("drop_cache_wait_ms"),
+                       note=r.stderr.decode("utf-8", "replace").strip())
             # The guest must go on at the destination.
             wait_until(lambda: src.poll() is not None, 30)
             s = subprocess.run([self.a.vmm, "status", d + "/dst.sock"], capture_output=True, timeout=30)
@@ -263,10 +302,23 @@ class Bench:
             if state != "running":
                 res["error"] = "destination not running after the migration: %r %r" % (
                     s.stdout.decode(errors="replace"), s.stderr.decode(errors="replace"))
+            elif case == "pagecache":
+                self.reread(d, res)
             return res
         finally:
             stop(src)
             stop(dst)
+
+    def reread(self, d, res):
+        """Takes 8 MiB with the balloon on the destination, the guest's signal
+        to read its file again; records how long that took in the guest."""
+        subprocess.run([self.a.vmm, "balloon", d + "/dst.sock", "--set", "8M"], capture_output=True, timeout=30)
+        if not wait_until(lambda: REREAD in read(d + "/dst.out"), self.a.timeout):
+            res["error"] = "the guest did not read its file again within %d s: %r" % (
+                self.a.timeout, tail(read(d + "/dst.out")))
+            return
+        m = re.findall(r"^%s (\d+)" % REREAD, read(d + "/dst.out"), re.M)
+        res["reread_ms"] = int(m[-1]) if m else None
 
     # ---- QEMU ----
     def qemu_argv(self, case, hint, d, role, port=None):
@@ -403,7 +455,8 @@ def main():
     ap.add_argument("--settle", type=float, default=5.0, help="idle seconds before migrating (default 5)")
     ap.add_argument("--mem", type=int, default=512, help="guest memory, MiB (default 512)")
     ap.add_argument("--touch-mib", type=int, default=400)
-    ap.add_argument("--cases", default="idle,touched")
+    ap.add_argument("--file-mib", type=int, default=200, help="pagecache case: the file's size, MiB")
+    ap.add_argument("--cases", default="idle,touched,pagecache")
     ap.add_argument("--vmms", default="vmm,QEMU")
     ap.add_argument("--vmm", default="build/vmm")
     ap.add_argument("--qemu", default="qemu-system-x86_64")
@@ -412,7 +465,8 @@ def main():
     ap.add_argument("--kernel", default="build/guest/bzImage")
     ap.add_argument("--initrd", default="build/guest/initramfs.cpio.gz")
     ap.add_argument("--verbose", action="store_true")
-    ap.add_argument("--select", default="", help="only these, e.g. vmm-on-zstd,QEMU-on-none (for trials)")
+    ap.add_argument("--select", default="",
+                    help="only these, e.g. vmm-on-zstd,QEMU-on-none,vmm-on-none-drop (for trials)")
     ap.add_argument("--connections", type=int, default=1, help="vmm migrate --connections (default 1)")
     ap.add_argument("--repeat", type=int, default=1, help="run the plan N times over; medians (default 1)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (consoles, stderr)")
@@ -423,25 +477,36 @@ def main():
 
     plan = []
     for case in cases:
+        if case == "pagecache":
+            # vmm only: what --drop-guest-cache changes, everything else equal.
+            if "vmm" in vmms:
+                for drop in (False, True):
+                    plan.append(("vmm", case, True, "none", drop))
+            continue
         if "vmm" in vmms:
             for skip in (True, False):
                 for comp in ("zstd", "none"):
-                    plan.append(("vmm", case, skip, comp))
+                    plan.append(("vmm", case, skip, comp, False))
         if "qemu" in vmms:
             for hint in (True, False):
-                plan.append(("QEMU", case, hint, "none"))
+                plan.append(("QEMU", case, hint, "none", False))
     if a.select:
         keep = set(a.select.split(","))
-        plan = [x for x in plan if "%s-%s-%s" % (x[0], "on" if x[2] else "off", x[3]) in keep]
+        plan = [x for x in plan if "%s-%s-%s%s" % (x[0], "on" if x[2] else "off", x[3],
+                                                   "-drop" if x[4] else "") in keep]
     configs = plan
     plan = plan * max(1, a.repeat)
     results = []
     t_start = time.monotonic()
-    for i, (who, case, skip, comp) in enumerate(plan):
-        log("bench-migrate: %d/%d: %s, %s, %s %s, compress %s (%.0f s elapsed)" % (
+    for i, (who, case, skip, comp, drop) in enumerate(plan):
+        log("bench-migrate: %d/%d: %s, %s, %s %s, compress %s%s (%.0f s elapsed)" % (
             i + 1, len(plan), case, who, "skip" if who == "vmm" else "hint", "on" if skip else "off",
-            comp, time.monotonic() - t_start))
-        r = b.run_vmm(case, skip, comp) if who == "vmm" else b.run_qemu(case, skip)
+            comp, ", --drop-guest-cache" if drop else "", time.monotonic() - t_start))
+        try:
+            r = b.run_vmm(case, skip, comp, drop) if who == "vmm" else b.run_qemu(case, skip)
+        except (OSError, subprocess.SubprocessError) as e:
+            r = {"case": case, "vmm": who, "skip": skip, "compress": comp, "drop": drop,
+                 "error": "%s: %s" % (type(e).__name__, e)}
         results.append(r)
         if "error" in r:
             log("bench-migrate:   FAILED: %s" % r["error"])
@@ -453,16 +518,20 @@ def main():
                 if who == "vmm" else ""))
 
     def key(x):
-        return (x[0], x[1], x[2], x[3]) if isinstance(x, tuple) else \
-            (x["vmm"], x["case"], x["skip"], x["compress"])
+        return tuple(x) if isinstance(x, tuple) else \
+            (x["vmm"], x["case"], x["skip"], x["compress"], x.get("drop", False))
 
     rows = [merge([r for r in results if key(r) == key(c)]) for c in configs]
     if a.repeat > 1:
         print("Each row: the median of %d runs; total and downtime with their range." % a.repeat)
         print()
-    print("| case | VMM | skip/hint | compress | total ms | downtime ms | setup ms | MiB sent | pages skipped (hinted/reported/untouched) | iterations | guest used MiB |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    main_cases = [c for c in cases if c != "pagecache"]
+    if main_cases:
+        print("| case | VMM | skip/hint | compress | total ms | downtime ms | setup ms | MiB sent | pages skipped (hinted/reported/untouched) | iterations | guest used MiB |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
+        if r["case"] == "pagecache":
+            continue
         sk = "skip " if r["vmm"] == "vmm" else "hint "
         sk += "on" if r["skip"] else "off"
         if "error" in r:
@@ -480,10 +549,31 @@ def main():
           "(ram.normal/ram.duplicate). QEMU iterations = ram.dirty-sync-count." % a.connections)
     for r in rows:
         if "error" not in r:
-            print("- %s %s %s %s: pages %s%s" % (
-                r["case"], r["vmm"], "on" if r["skip"] else "off", r["compress"], r["pages"],
+            print("- %s %s %s %s%s: pages %s%s" % (
+                r["case"], r["vmm"], "on" if r["skip"] else "off", r["compress"],
+                " --drop-guest-cache" if r.get("drop") else "", r["pages"],
                 "; QEMU parameters: %s" % r["qemu_params"] if "qemu_params" in r else ""))
     print()
+
+    pc = [r for r in results if r["case"] == "pagecache"]
+    if pc:
+        print("Page cache full (the guest read a %d MiB file from disk), vmm, skip on, compress none:" % a.file_mib)
+        print()
+        print("| --drop-guest-cache | total ms | downtime ms | MiB sent | pages skipped (hinted/reported/untouched) "
+              "| guest page cache MiB before | bulk pass waited ms | guest re-reads the file, ms |")
+        print("|---|---|---|---|---|---|---|---|")
+        for r in pc:
+            if "error" in r:
+                print("| %s | FAILED | | | | %s | | |" % (
+                    "on" if r["drop"] else "off", fmt(r.get("cached_kib") and r["cached_kib"] / 1024, "%.1f")))
+                continue
+            print("| %s%s | %.0f | %.0f | %.1f | %d (%s) | %s | %s | %s |" % (
+                "on" if r["drop"] else "off",
+                "" if r["drop"] == bool(r.get("dropped")) else " (no effect: %s)" % (r.get("note") or "?"),
+                r["total_ms"], r["downtime_ms"], r["bytes"] / MIB, r["skipped"], r["skipped_detail"],
+                fmt(r.get("cached_kib") and r["cached_kib"] / 1024, "%.1f"),
+                fmt(r.get("drop_wait_ms") if r.get("dropped") else None), fmt(r.get("reread_ms"))))
+        print()
 
     def find(case, who, skip, comp=None):
         for r in rows:
@@ -495,10 +585,11 @@ def main():
     def verdict(ok):
         return "not measured" if ok is None else ("met" if ok else "NOT met")
 
-    print("Targets (vmm with skipping on, against the guest's used memory and QEMU with free-page-hint=on, same case):")
-    print()
-    all_met = True
-    for case in cases:
+    all_met = bool(main_cases)
+    if main_cases:
+        print("Targets (vmm with skipping on, against the guest's used memory and QEMU with free-page-hint=on, same case):")
+        print()
+    for case in main_cases:
         q = find(case, "QEMU", True)
         for comp in ("zstd", "none"):
             v = find(case, "vmm", True, comp)
@@ -529,8 +620,9 @@ def main():
                 oks.append(None)
             all_met = all_met and all(o is True for o in oks)
             print("- %s, vmm compress %s: %s" % (case, comp, "; ".join(lines)))
-    print()
-    print("All targets met: %s" % ("yes" if all_met else "no"))
+    if main_cases:
+        print()
+        print("All targets met: %s" % ("yes" if all_met else "no"))
 
     failed = [r for r in results if "error" in r]
     if failed:

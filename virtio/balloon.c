@@ -18,7 +18,7 @@
 #define BALLOON_QUEUES 5
 #define BALLOON_QUEUE_MAX 128 /* the reporting queue needs at least 32 */
 #define BALLOON_MAX_BUFS 64
-#define BALLOON_CONFIG_SIZE 16
+#define BALLOON_CONFIG_SIZE 20 /* the spec's 16 bytes, then drop_cache */
 #define STAT_ENTRY_SIZE 10 /* le16 tag, le64 value, packed */
 
 static const char *const stat_names[] = VIRTIO_BALLOON_S_NAMES;
@@ -70,8 +70,9 @@ static uint64_t balloon_features(struct virtio_dev *dev)
 		f |= 1ULL << VIRTIO_BALLOON_F_STATS_VQ;
 	if (b->opts.deflate_on_oom)
 		f |= 1ULL << VIRTIO_BALLOON_F_DEFLATE_ON_OOM;
+	/* Offered with hinting: it only acts when a round asks for it. */
 	if (b->opts.free_page_hint)
-		f |= 1ULL << VIRTIO_BALLOON_F_FREE_PAGE_HINT;
+		f |= 1ULL << VIRTIO_BALLOON_F_FREE_PAGE_HINT | 1ULL << BALLOON_F_DROP_CACHE;
 	if (b->opts.free_page_reporting)
 		f |= 1ULL << VIRTIO_BALLOON_F_REPORTING;
 	return f;
@@ -80,8 +81,8 @@ static uint64_t balloon_features(struct virtio_dev *dev)
 static void balloon_config_read(struct virtio_dev *dev, uint32_t offset, uint8_t *data, uint32_t len)
 {
 	struct balloon *b = to_balloon(dev);
-	uint32_t cfg[4] = { htole32(b->num_pages), htole32(b->actual), htole32(b->hint_cmd_id),
-			    htole32(b->poison_val) };
+	uint32_t cfg[5] = { htole32(b->num_pages), htole32(b->actual), htole32(b->hint_cmd_id),
+			    htole32(b->poison_val), htole32(b->drop_cache) };
 
 	memcpy(data, (uint8_t *)cfg + offset, len);
 }
@@ -90,11 +91,12 @@ static void balloon_config_write(struct virtio_dev *dev, uint32_t offset, const 
 				 uint32_t len)
 {
 	struct balloon *b = to_balloon(dev);
-	uint32_t cfg[4] = { htole32(b->num_pages), htole32(b->actual), htole32(b->hint_cmd_id),
-			    htole32(b->poison_val) };
+	uint32_t cfg[5] = { htole32(b->num_pages), htole32(b->actual), htole32(b->hint_cmd_id),
+			    htole32(b->poison_val), htole32(b->drop_cache) };
 
 	memcpy((uint8_t *)cfg + offset, data, len);
-	/* The driver owns actual and poison_val; num_pages and the cmd id are ours. */
+	/* The driver owns actual and poison_val; num_pages, the cmd id and
+	 * drop_cache are ours. */
 	b->actual = le32toh(cfg[1]);
 	b->poison_val = le32toh(cfg[3]);
 }
@@ -123,6 +125,7 @@ static void balloon_reset(struct virtio_dev *dev)
 	b->stats_held = false;
 	b->actual = 0;
 	b->poison_val = 0;
+	b->drop_cache = 0;
 	dev->tick_ms = 0;
 	if (b->hint_state != HINT_IDLE) {
 		b->hint_state = HINT_STOPPED;
@@ -336,6 +339,7 @@ static int balloon_load(struct virtio_dev *dev, struct state_reader *r)
 	if (b->hint_next_id < 2)
 		b->hint_next_id = 2;
 	b->hint_state = HINT_IDLE;
+	b->drop_cache = 0; /* only set within a round, and rounds end before a save */
 	b->stats_held = held;
 	b->stats_head = head;
 	if (dev->status & VIRTIO_STATUS_DRIVER_OK)
@@ -394,6 +398,16 @@ int balloon_set_size(struct balloon *b, uint64_t bytes)
 	return 0;
 }
 
+static const char *drop_cache_unavailable_locked(struct balloon *b)
+{
+	if (b->q_hint < 0 || !(b->dev.status & VIRTIO_STATUS_DRIVER_OK))
+		return "the guest has not enabled free page hinting";
+	if (!virtio_has_feature(&b->dev, BALLOON_F_DROP_CACHE))
+		return "the guest did not accept the balloon's drop-cache feature "
+		       "(a kernel without guest-kernel/patches?)";
+	return NULL;
+}
+
 json_t *balloon_stats_json(struct balloon *b)
 {
 	json_t *stats = json_object(), *reply;
@@ -410,8 +424,9 @@ json_t *balloon_stats_json(struct balloon *b)
 			snprintf(name, sizeof(name), "tag-%u", tag);
 		json_object_set_new(stats, name, json_integer((json_int_t)b->stats[i].val));
 	}
-	reply = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o}",
+	reply = json_pack("{s:I, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o}",
 			  "hint_cmd_id", (json_int_t)b->hint_cmd_id,
+			  "drop_cache_negotiated", virtio_has_feature(&b->dev, BALLOON_F_DROP_CACHE),
 			  "target_bytes", (json_int_t)b->num_pages << 12,
 			  "actual_bytes", (json_int_t)b->actual << 12,
 			  "inflated_pages", (json_int_t)b->inflated_pages,
@@ -427,7 +442,17 @@ json_t *balloon_stats_json(struct balloon *b)
 	return reply;
 }
 
-int balloon_hint_start(struct balloon *b, balloon_hint_fn fn, void *opaque)
+const char *balloon_drop_cache_unavailable(struct balloon *b)
+{
+	const char *why;
+
+	pthread_mutex_lock(&b->dev.lock);
+	why = drop_cache_unavailable_locked(b);
+	pthread_mutex_unlock(&b->dev.lock);
+	return why;
+}
+
+int balloon_hint_start(struct balloon *b, bool drop_cache, balloon_hint_fn fn, void *opaque)
 {
 	int rc = 0;
 
@@ -446,6 +471,11 @@ int balloon_hint_start(struct balloon *b, balloon_hint_fn fn, void *opaque)
 		b->hint_ranges = b->hint_bytes = 0;
 		b->hint_started_ns = now_ns();
 		b->hint_stopped_ns = 0;
+		/* One config interrupt carries both: the driver reads the flag
+		 * when it sees the new cmd id. */
+		b->drop_cache = drop_cache && !drop_cache_unavailable_locked(b)
+					? BALLOON_DROP_PAGECACHE | BALLOON_DROP_SLAB
+					: 0;
 		virtio_notify_config(&b->dev);
 	}
 	pthread_mutex_unlock(&b->dev.lock);
@@ -497,6 +527,7 @@ void balloon_hint_done(struct balloon *b)
 		b->hint_stopped_ns = now_ns();
 	b->hint_state = HINT_IDLE;
 	b->hint_fn = NULL;
+	b->drop_cache = 0;
 	if (b->hint_cmd_id != VIRTIO_BALLOON_CMD_ID_DONE) {
 		b->hint_cmd_id = VIRTIO_BALLOON_CMD_ID_DONE;
 		if (b->dev.status & VIRTIO_STATUS_DRIVER_OK)
@@ -510,8 +541,9 @@ json_t *balloon_hint_json(struct balloon *b)
 	json_t *reply;
 
 	pthread_mutex_lock(&b->dev.lock);
-	reply = json_pack("{s:I, s:I, s:I, s:f}", "cmd_id", (json_int_t)b->hint_next_id - 1,
+	reply = json_pack("{s:I, s:I, s:I, s:b, s:f}", "cmd_id", (json_int_t)b->hint_next_id - 1,
 			  "ranges", (json_int_t)b->hint_ranges, "bytes", (json_int_t)b->hint_bytes,
+			  "drop_cache", b->drop_cache != 0,
 			  "elapsed_ms",
 			  (double)((b->hint_stopped_ns ? b->hint_stopped_ns : now_ns()) -
 				   b->hint_started_ns) / 1e6);

@@ -1,6 +1,7 @@
 /* virtio-balloon (device id 5): inflate/deflate, statistics, deflate on
- * OOM, free page hinting, free page reporting and page poison. See
- * docs/balloon.md for the queue numbering and the hint state machine. */
+ * OOM, free page hinting, free page reporting, page poison, and our own
+ * drop-cache extension. See docs/balloon.md for the queue numbering, the
+ * hint state machine and the extension's feature bit and config field. */
 #ifndef VIRTIO_BALLOON_H
 #define VIRTIO_BALLOON_H
 
@@ -25,6 +26,15 @@ int balloon_parse_options(const char *s, struct balloon_options *opts, char *err
 
 #define BALLOON_NSTATS 16
 
+/* Not in the virtio spec: this project's extension, which a guest kernel
+ * with guest-kernel/patches accepts. With it, a hint round can ask the guest
+ * to drop its clean caches first. Bit 23 is the last device-specific bit
+ * below the transport's; upstream allocates balloon bits from 0 up. */
+#define BALLOON_F_DROP_CACHE 23
+/* The drop_cache config field (le32 at offset 16): /proc/sys/vm/drop_caches bits. */
+#define BALLOON_DROP_PAGECACHE 1u
+#define BALLOON_DROP_SLAB 2u
+
 enum balloon_hint_state {
 	HINT_IDLE,      /* cmd id is DONE (or never set): the guest owns its pages */
 	HINT_REQUESTED, /* new cmd id written, waiting for the guest to start */
@@ -43,6 +53,7 @@ struct balloon {
 	uint32_t actual;
 	uint32_t hint_cmd_id;
 	uint32_t poison_val;
+	uint32_t drop_cache; /* set only during a hint round that asked for it */
 	/* Queue roles: negotiated features decide the numbering; -1 = absent. */
 	int q_inflate, q_deflate, q_stats, q_hint, q_report;
 	/* Statistics. */
@@ -73,12 +84,19 @@ void balloon_destroy(struct balloon *b);
 /* Sets the balloon's size (bytes taken from the guest). 0 or -EINVAL. */
 int balloon_set_size(struct balloon *b, uint64_t bytes);
 json_t *balloon_stats_json(struct balloon *b);
-/* Starts a hint round. 0, -ENOTSUP (not negotiated) or -EBUSY. */
-int balloon_hint_start(struct balloon *b, balloon_hint_fn fn, void *opaque);
+/* Why a hint round cannot drop the guest's caches, or NULL when it can:
+ * the driver must have accepted free page hinting and BALLOON_F_DROP_CACHE. */
+const char *balloon_drop_cache_unavailable(struct balloon *b);
+/* Starts a hint round. With drop_cache, where available, the guest drops its
+ * clean page cache and reclaimable slab before it hints, so that memory is
+ * hinted too; elsewhere the flag is ignored. 0, -ENOTSUP (hinting not
+ * negotiated) or -EBUSY. */
+int balloon_hint_start(struct balloon *b, bool drop_cache, balloon_hint_fn fn, void *opaque);
 /* Waits until the guest finished the round (STOPPED) or timeout_ms passed.
  * 0 or -ETIMEDOUT. */
 int balloon_hint_wait(struct balloon *b, int timeout_ms);
-/* Ends the round: writes DONE (the guest takes its pages back). */
+/* Ends the round: writes DONE (the guest takes its pages back) and clears
+ * the drop_cache request. */
 void balloon_hint_done(struct balloon *b);
 /* Ends the round without giving the hinted blocks back (cmd id STOP): the
  * guest keeps them until balloon_hint_done(), and a later round reports

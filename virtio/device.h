@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "virtio/queue.h"
@@ -40,6 +41,13 @@ struct virtio_dev_ops {
 	void (*queue_notify)(struct virtio_dev *dev, unsigned q);
 	/* A periodic tick on the device thread (dev->lock held), if tick_ms > 0. */
 	void (*tick)(struct virtio_dev *dev);
+	/* Optional: dev->io_fd (an eventfd the device's backend signals, e.g.
+	 * an io_uring's completion eventfd) became readable; the transport has
+	 * read it. Device thread, dev->lock held, never while paused. */
+	void (*io_ready)(struct virtio_dev *dev);
+	/* Optional: the device's entry in the migration device-set descriptor
+	 * (printable ASCII, no commas), written into buf. NULL: ops->name. */
+	void (*describe)(struct virtio_dev *dev, char *buf, size_t size);
 	/* Migration: quiesce and restart the device thread's work, and
 	 * serialise the device's own state (the transport saves its part). */
 	int (*pause)(struct virtio_dev *dev);
@@ -51,6 +59,9 @@ struct virtio_dev_ops {
 struct virtio_dev {
 	const struct virtio_dev_ops *ops;
 	struct vm *vm;
+	/* Numbers the devices of one kind (disk 0, 1...): migration state
+	 * sections are named ops->name plus instance. */
+	unsigned instance;
 	pthread_mutex_t lock;
 	/* Transport state (virtio-mmio registers). */
 	uint64_t base;
@@ -69,6 +80,7 @@ struct virtio_dev {
 	int kick_fd[VIRTIO_MAX_QUEUES]; /* KVM_IOEVENTFD per queue index */
 	int irq_fd;                     /* KVM_IRQFD */
 	int wake_fd;                    /* wakes the device thread */
+	int io_fd;                      /* watched when ops->io_ready is set */
 	int tick_ms;
 	pthread_t thread;
 	bool thread_started;

@@ -32,6 +32,7 @@ enum {
 #define VIRTIO_MMIO_MAGIC 0x74726976 /* "virt" */
 #define VIRTIO_MMIO_VENDOR 0x00564d4d /* "MMV" */
 #define WAKE_TAG 0xffff
+#define IO_TAG 0xfffe
 
 unsigned virtio_mmio_irq(unsigned index)
 {
@@ -278,6 +279,12 @@ int virtio_resume(struct virtio_dev *dev)
 		rc = dev->ops->resume(dev);
 	/* Kicks that came while paused were dropped: look at the queues now. */
 	kick_ready_queues(dev);
+	/* KVM injects an irqfd interrupt from a work item, so one raised just
+	 * before the pause (the last completions) may not have reached the
+	 * saved interrupt controller state. The driver has not acknowledged
+	 * it yet: raise it again; an extra one is harmless. */
+	if (atomic_load(&dev->interrupt_status))
+		raise_irq(dev, 0);
 	pthread_mutex_unlock(&dev->lock);
 	virtio_wake(dev);
 	return rc;
@@ -302,6 +309,19 @@ static void handle_kick(struct virtio_dev *dev, unsigned q)
 	pthread_mutex_unlock(&dev->lock);
 }
 
+static void handle_io(struct virtio_dev *dev)
+{
+	uint64_t v;
+
+	(void)!read(dev->io_fd, &v, sizeof(v));
+	pthread_mutex_lock(&dev->lock);
+	/* A device drains its backend in ops->pause: nothing is left to reap
+	 * while paused, and resume looks again. */
+	if (!dev->paused)
+		dev->ops->io_ready(dev);
+	pthread_mutex_unlock(&dev->lock);
+}
+
 static void *device_thread(void *arg)
 {
 	struct virtio_dev *dev = arg;
@@ -318,8 +338,12 @@ static void *device_thread(void *arg)
 	}
 	ev.data.u32 = WAKE_TAG;
 	epoll_ctl(ep, EPOLL_CTL_ADD, dev->wake_fd, &ev);
+	if (dev->ops->io_ready) {
+		ev.data.u32 = IO_TAG;
+		epoll_ctl(ep, EPOLL_CTL_ADD, dev->io_fd, &ev);
+	}
 	while (!atomic_load(&dev->stopping)) {
-		struct epoll_event evs[VIRTIO_MAX_QUEUES + 1];
+		struct epoll_event evs[VIRTIO_MAX_QUEUES + 2];
 		int timeout = -1, n;
 		bool tick = false;
 
@@ -338,10 +362,14 @@ static void *device_thread(void *arg)
 				dev->ops->tick(dev);
 			pthread_mutex_unlock(&dev->lock);
 		}
-		n = epoll_wait(ep, evs, VIRTIO_MAX_QUEUES + 1, timeout);
+		n = epoll_wait(ep, evs, VIRTIO_MAX_QUEUES + 2, timeout);
 		for (int i = 0; i < n; i++) {
 			uint64_t v;
 
+			if (evs[i].data.u32 == IO_TAG) {
+				handle_io(dev);
+				continue;
+			}
 			if (evs[i].data.u32 != WAKE_TAG) {
 				handle_kick(dev, evs[i].data.u32);
 				continue;

@@ -126,6 +126,8 @@ static int request_and_print(const char *what, const char *path, json_t *req, in
 		json_decref(reply);
 		return 1;
 	}
+	if (json_is_string(json_object_get(reply, "note")))
+		log_err("%s: note: %s", what, json_string_value(json_object_get(reply, "note")));
 	if (print) {
 		print(reply);
 	} else {
@@ -166,16 +168,20 @@ static void print_hint(json_t *reply)
 	       (long long)json_integer_value(json_object_get(reply, "cmd_id")),
 	       (long long)json_integer_value(json_object_get(reply, "ranges")), (long long)bytes,
 	       (double)bytes / (1 << 20), json_real_value(json_object_get(reply, "elapsed_ms")));
+	if (json_is_true(json_object_get(reply, "drop_cache")))
+		printf("  the guest dropped its clean caches first\n");
 }
 
 int client_hint_main(int argc, char **argv)
 {
 	uint64_t timeout_ms = 10000;
-	bool json = false;
+	bool json = false, drop = false;
 
 	for (int i = 2; i < argc; i++) {
 		if (!strcmp(argv[i], "--json")) {
 			json = true;
+		} else if (!strcmp(argv[i], "--drop-cache")) {
+			drop = true;
 		} else if (!strcmp(argv[i], "--timeout-ms") && i + 1 < argc &&
 			   !parse_uint(argv[i + 1], 1, 600000, &timeout_ms)) {
 			i++;
@@ -185,11 +191,12 @@ int client_hint_main(int argc, char **argv)
 		}
 	}
 	if (argc < 2 || argv[1][0] == '-') {
-		fprintf(stderr, "usage: vmm hint SOCKET [--timeout-ms N] [--json]\n");
+		fprintf(stderr, "usage: vmm hint SOCKET [--timeout-ms N] [--drop-cache] [--json]\n");
 		return 2;
 	}
 	return request_and_print("hint", argv[1],
-				 json_pack("{s:s, s:I}", "cmd", "hint", "timeout_ms", (json_int_t)timeout_ms),
+				 json_pack("{s:s, s:I, s:b}", "cmd", "hint", "timeout_ms",
+					   (json_int_t)timeout_ms, "drop_cache", drop),
 				 (int)timeout_ms + 5000, json ? NULL : print_hint);
 }
 

@@ -13,7 +13,8 @@
 
 static const char migrate_usage[] =
 	"usage: vmm migrate SOCKET URI [--downtime-ms N] [--timeout-s N] [--no-skip-free]\n"
-	"                   [--compress auto|zstd|none] [--connections N] [--json]\n"
+	"                   [--compress auto|zstd|none] [--connections N] [--drop-guest-cache]\n"
+	"                   [--json]\n"
 	"       vmm migrate SOCKET --cancel\n"
 	"URI: tcp:HOST:PORT, tcp:[IPV6%IF]:PORT or unix:PATH\n";
 
@@ -27,6 +28,8 @@ static int parse_args(int argc, char **argv, json_t *req, bool *json, char *err,
 			*json = true;
 		} else if (!strcmp(a, "--no-skip-free")) {
 			json_object_set_new(req, "skip_free", json_false());
+		} else if (!strcmp(a, "--drop-guest-cache")) {
+			json_object_set_new(req, "drop_guest_cache", json_true());
 		} else if (!strcmp(a, "--compress") && v) {
 			if (strcmp(v, "auto") && strcmp(v, "zstd") && strcmp(v, "none")) {
 				snprintf(err, errlen, "--compress: '%s' is not auto, zstd or none", v);
@@ -82,6 +85,9 @@ static void print_summary(json_t *st)
 	       num(st, "skipped_untouched"),
 	       (num(st, "skipped_hinted") + num(st, "skipped_reported") +
 		num(st, "skipped_untouched")) * 4096 / mib);
+	if (json_is_true(json_object_get(st, "drop_guest_cache")))
+		printf("  the guest dropped its clean caches first; the bulk pass waited %.0f ms for its hints\n",
+		       num(st, "drop_cache_wait_ms"));
 }
 
 static int simple(const char *path, const char *cmd, json_t **reply, char *err, size_t errlen)
@@ -171,6 +177,9 @@ int client_migrate_main(int argc, char **argv)
 		json_decref(reply);
 		return 1;
 	}
+	/* On stderr, so that --json output stays one JSON document. */
+	if (json_is_string(json_object_get(reply, "note")))
+		log_err("migrate: note: %s", json_string_value(json_object_get(reply, "note")));
 	json_decref(reply);
 	return argc == 3 && !strcmp(argv[2], "--cancel") ? 0 : follow(argv[1], json);
 }

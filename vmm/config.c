@@ -12,7 +12,7 @@
 const char config_usage[] =
 	"usage: vmm run --kernel PATH [options]\n"
 	"\n"
-	"  --kernel PATH        bzImage to boot (Linux x86-64 boot protocol)\n"
+	"  --kernel PATH        bzImage or ELF vmlinux to boot (Linux x86-64 boot protocol)\n"
 	"  --initrd PATH        initial ramdisk\n"
 	"  --cmdline STR        kernel command line (default: \"console=ttyS0 reboot=k panic=1 pci=off\")\n"
 	"  --mem SIZE           guest RAM, e.g. 512M or 4G (default 256M)\n"
@@ -22,6 +22,10 @@ const char config_usage[] =
 	"  --balloon [OPTS]     virtio-balloon; OPTS is a comma-separated subset of\n"
 	"                       stats=SECONDS, deflate-on-oom, free-page-hint,\n"
 	"                       free-page-reporting (default: inflate/deflate only)\n"
+	"  --disk PATH[,ro][,direct][,id=NAME]\n"
+	"                       virtio-blk on a raw image file (repeatable, up to 8):\n"
+	"                       ro: read-only; direct: O_DIRECT, bypassing the host\n"
+	"                       page cache; id: the disk's serial (up to 20 characters)\n"
 	"  --boot-timer         print the time to the guest's boot marker on stderr\n"
 	"  --incoming URI       wait for a live migration on tcp:HOST:PORT,\n"
 	"                       tcp:[IPV6%IF]:PORT or unix:PATH instead of booting;\n"
@@ -32,7 +36,7 @@ const char config_usage[] =
 	"On the console, Ctrl-A x quits and Ctrl-A Ctrl-A sends Ctrl-A.\n";
 
 enum { OPT_KERNEL = 256, OPT_INITRD, OPT_CMDLINE, OPT_MEM, OPT_CPUS, OPT_CONSOLE,
-       OPT_API_SOCKET, OPT_BOOT_TIMER, OPT_BALLOON, OPT_INCOMING };
+       OPT_API_SOCKET, OPT_BOOT_TIMER, OPT_BALLOON, OPT_INCOMING, OPT_DISK };
 
 static const struct option run_options[] = {
 	{ "kernel", required_argument, NULL, OPT_KERNEL },
@@ -45,6 +49,7 @@ static const struct option run_options[] = {
 	{ "boot-timer", no_argument, NULL, OPT_BOOT_TIMER },
 	{ "balloon", optional_argument, NULL, OPT_BALLOON },
 	{ "incoming", required_argument, NULL, OPT_INCOMING },
+	{ "disk", required_argument, NULL, OPT_DISK },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, 'V' },
 	{ NULL, 0, NULL, 0 },
@@ -113,6 +118,18 @@ static int parse_console(struct vm_config *cfg, const char *arg, char *err, size
 	return 0;
 }
 
+static int parse_disk(struct vm_config *cfg, const char *arg, char *err, size_t errlen)
+{
+	if (cfg->ndisks == BLK_MAX_DISKS) {
+		snprintf(err, errlen, "--disk: at most %d disks", BLK_MAX_DISKS);
+		return -EINVAL;
+	}
+	if (blk_parse_options(arg, &cfg->disks[cfg->ndisks], err, errlen))
+		return -EINVAL;
+	cfg->ndisks++;
+	return 0;
+}
+
 static int parse_one(struct vm_config *cfg, int opt, const char *arg, char *err, size_t errlen)
 {
 	switch (opt) {
@@ -131,6 +148,7 @@ static int parse_one(struct vm_config *cfg, int opt, const char *arg, char *err,
 		return 0;
 	case OPT_BOOT_TIMER: cfg->boot_timer = true; return 0;
 	case OPT_BALLOON: return balloon_parse_options(arg, &cfg->balloon, err, errlen);
+	case OPT_DISK: return parse_disk(cfg, arg, err, errlen);
 	case OPT_INCOMING:
 		if (!*arg) {
 			snprintf(err, errlen, "--incoming: empty URI");

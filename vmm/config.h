@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "virtio/balloon.h"
+#include "virtio/blk.h"
 
 #define VMM_VERSION "0.1.0"
 
@@ -29,6 +30,8 @@ struct vm_config {
 	const char *api_socket;
 	bool boot_timer;
 	struct balloon_options balloon;
+	struct blk_options disks[BLK_MAX_DISKS]; /* --disk, in order */
+	unsigned ndisks;
 	const char *incoming; /* --incoming URI: receive the guest instead of booting one */
 };
 

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "devices.h"
 #include "migrate/migration.h"
 #include "util.h"
 #include "vm.h"
@@ -65,12 +66,18 @@ static json_t *cmd_balloon_stats(struct vm *vm, json_t *req, char *err, size_t e
 static json_t *cmd_hint(struct vm *vm, json_t *req, char *err, size_t errlen)
 {
 	struct balloon *b = need_balloon(vm, err, errlen);
-	json_t *t = json_object_get(req, "timeout_ms"), *reply;
+	json_t *t = json_object_get(req, "timeout_ms"), *drop = json_object_get(req, "drop_cache");
 	json_int_t timeout_ms = 10000;
+	const char *note = NULL;
+	json_t *reply;
 	int rc;
 
 	if (!b)
 		return NULL;
+	if (drop && !json_is_boolean(drop)) {
+		snprintf(err, errlen, "\"drop_cache\" must be true or false");
+		return NULL;
+	}
 	if (t && (!json_is_integer(t) || json_integer_value(t) < 1 ||
 		  json_integer_value(t) > 600000)) {
 		snprintf(err, errlen, "\"timeout_ms\" must be an integer from 1 to 600000");
@@ -78,7 +85,9 @@ static json_t *cmd_hint(struct vm *vm, json_t *req, char *err, size_t errlen)
 	}
 	if (t)
 		timeout_ms = json_integer_value(t);
-	rc = balloon_hint_start(b, NULL, NULL);
+	if (json_is_true(drop))
+		note = balloon_drop_cache_unavailable(b);
+	rc = balloon_hint_start(b, json_is_true(drop), NULL, NULL);
 	if (rc == -ENOTSUP) {
 		snprintf(err, errlen, "the guest has not enabled free page hinting "
 				      "(needs --balloon free-page-hint and a driver that accepts it)");
@@ -99,6 +108,8 @@ static json_t *cmd_hint(struct vm *vm, json_t *req, char *err, size_t errlen)
 			 (long long)timeout_ms);
 		return NULL;
 	}
+	if (reply && note)
+		json_object_set_new(reply, "note", json_pack("s+", "--drop-cache has no effect: ", note));
 	return reply;
 }
 
@@ -114,8 +125,12 @@ static json_t *cmd_pause(struct vm *vm, json_t *req, char *err, size_t errlen)
 		snprintf(err, errlen, "cannot pause the vCPUs: %s", strerror(-rc));
 		return NULL;
 	}
-	if (vm->balloon)
-		virtio_pause(&vm->balloon->dev);
+	rc = vm_virtio_pause(vm);
+	if (rc) {
+		vm_resume(vm);
+		snprintf(err, errlen, "cannot pause the devices: %s", strerror(-rc));
+		return NULL;
+	}
 	vm->paused = true;
 	return json_object();
 }
@@ -127,8 +142,7 @@ static json_t *cmd_resume(struct vm *vm, json_t *req, char *err, size_t errlen)
 	(void)errlen;
 	if (!vm->paused)
 		return json_object();
-	if (vm->balloon)
-		virtio_resume(&vm->balloon->dev);
+	vm_virtio_resume(vm);
 	vm_resume(vm);
 	vm->paused = false;
 	return json_object();
@@ -137,15 +151,20 @@ static json_t *cmd_resume(struct vm *vm, json_t *req, char *err, size_t errlen)
 static json_t *cmd_migrate(struct vm *vm, json_t *req, char *err, size_t errlen)
 {
 	struct migrate_options opt;
+	const char *note;
 
 	if (vm->paused) {
 		snprintf(err, errlen, "the VM is paused; resume it before migrating");
 		return NULL;
 	}
-	if (migrate_options_from_json(req, &opt, err, errlen) ||
-	    migrate_start(vm, &opt, err, errlen))
+	if (migrate_options_from_json(req, &opt, err, errlen))
 		return NULL;
-	return json_object();
+	note = migrate_drop_cache_note(vm, &opt);
+	if (migrate_start(vm, &opt, err, errlen))
+		return NULL;
+	if (!note)
+		return json_object();
+	return json_pack("{s:s+}", "note", "--drop-guest-cache has no effect: ", note);
 }
 
 static json_t *cmd_migrate_status(struct vm *vm, json_t *req, char *err, size_t errlen)

@@ -128,7 +128,7 @@ static void load_guest(struct vm *vm, struct boot_entry *entry)
 	if (vm->cfg->initrd)
 		map_file("initrd", vm->cfg->initrd, &initrd);
 	if (!kernel.size)
-		die("kernel %s: not a bzImage (empty file)", vm->cfg->kernel);
+		die("kernel %s: not a bzImage or ELF vmlinux (empty file)", vm->cfg->kernel);
 	rc = boot_load(&vm->mem, kernel.data, kernel.size, vm->cfg->initrd ? initrd.data : NULL,
 		       initrd.size, vm->cmdline, entry, err, sizeof(err));
 	if (rc)
@@ -162,8 +162,9 @@ static const struct uart_ops com1_ops = {
 	.output = uart_output,
 };
 
-/* Appends the device to the guest command line, as virtio_mmio expects. */
-static void announce_virtio(struct vm *vm, const struct virtio_dev *dev)
+/* Appends the device to the guest command line, as virtio_mmio expects,
+ * and to the VM's device list. */
+static void announce_virtio(struct vm *vm, struct virtio_dev *dev)
 {
 	char param[96];
 	char *cmdline;
@@ -173,7 +174,7 @@ static void announce_virtio(struct vm *vm, const struct virtio_dev *dev)
 		die("out of memory");
 	free(vm->cmdline);
 	vm->cmdline = cmdline;
-	vm->nvirtio++;
+	vm->virtio[vm->nvirtio++] = dev;
 }
 
 static void setup_devices(struct vm *vm)
@@ -195,6 +196,14 @@ static void setup_devices(struct vm *vm)
 		    balloon_create(vm, vm->balloon, &vm->cfg->balloon, vm->nvirtio, err, sizeof(err)))
 			die("%s", vm->balloon ? err : "out of memory");
 		announce_virtio(vm, &vm->balloon->dev);
+	}
+	for (unsigned i = 0; i < vm->cfg->ndisks; i++) {
+		struct blk *b = blk_create(vm, &vm->cfg->disks[i], vm->nvirtio, i, err, sizeof(err));
+
+		if (!b)
+			die("%s", err);
+		vm->disks[vm->ndisks++] = b;
+		announce_virtio(vm, blk_dev(b));
 	}
 }
 
@@ -442,6 +451,8 @@ static void vm_destroy(struct vm *vm)
 		balloon_destroy(vm->balloon);
 		free(vm->balloon);
 	}
+	for (unsigned i = 0; i < vm->ndisks; i++)
+		blk_destroy(vm->disks[i]);
 	free(vm->cmdline);
 	for (unsigned i = 0; i < vm->ncpus; i++)
 		vcpu_destroy(&vm->vcpus[i]);

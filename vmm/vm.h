@@ -14,6 +14,8 @@
 #include "kvm.h"
 #include "mem.h"
 #include "virtio/balloon.h"
+#include "virtio/blk.h"
+#include "virtio/mmio.h"
 #include "x86/legacy.h"
 #include "x86/uart.h"
 
@@ -42,8 +44,13 @@ struct vm {
 	struct console console;
 	struct legacy_devices legacy;
 	struct balloon *balloon; /* NULL without --balloon */
-	struct migration *migration; /* the outgoing migration, if one was started */
+	struct blk *disks[BLK_MAX_DISKS]; /* --disk, in order */
+	unsigned ndisks;
+	/* Every virtio device, in MMIO order: what migration and pausing walk
+	 * (vmm/devices.c), without knowing any device by name. */
+	struct virtio_dev *virtio[VIRTIO_MMIO_MAX_DEVICES];
 	unsigned nvirtio;
+	struct migration *migration; /* the outgoing migration, if one was started */
 	char *cmdline;           /* --cmdline plus the virtio-mmio devices */
 	unsigned ncpus;
 	struct vcpu *vcpus;

@@ -35,17 +35,9 @@
 #include <time.h>
 #include <unistd.h>
 
-enum {
-	REG_MAGIC = 0x000, REG_VERSION = 0x004, REG_DEVICE_ID = 0x008,
-	REG_DEVICE_FEATURES = 0x010, REG_DEVICE_FEATURES_SEL = 0x014,
-	REG_DRIVER_FEATURES = 0x020, REG_DRIVER_FEATURES_SEL = 0x024,
-	REG_QUEUE_SEL = 0x030, REG_QUEUE_NUM_MAX = 0x034, REG_QUEUE_NUM = 0x038,
-	REG_QUEUE_READY = 0x044, REG_QUEUE_NOTIFY = 0x050,
-	REG_INTERRUPT_STATUS = 0x060, REG_INTERRUPT_ACK = 0x064, REG_STATUS = 0x070,
-	REG_QUEUE_DESC_LOW = 0x080, REG_QUEUE_DESC_HIGH = 0x084,
-	REG_QUEUE_DRIVER_LOW = 0x090, REG_QUEUE_DRIVER_HIGH = 0x094,
-	REG_QUEUE_DEVICE_LOW = 0x0a0, REG_QUEUE_DEVICE_HIGH = 0x0a4,
-};
+/* The register offsets come from the kernel's uapi header. */
+#include <linux/virtio_mmio.h>
+
 
 #define MAGIC 0x74726976u
 #define S_ACKNOWLEDGE 0x01u
@@ -92,7 +84,7 @@ static void wr(unsigned off, uint32_t v)
 /* Sets status bits the way Linux does: read, OR, write back. */
 static void add_status(uint32_t bits)
 {
-	wr(REG_STATUS, rd(REG_STATUS) | bits);
+	wr(VIRTIO_MMIO_STATUS, rd(VIRTIO_MMIO_STATUS) | bits);
 }
 
 static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -197,11 +189,11 @@ static void avail_publish(uint8_t *avail, uint16_t idx)
 static int wait_needs_reset(int ms)
 {
 	for (int t = 0; t < ms; t += 10) {
-		if (rd(REG_STATUS) & S_NEEDS_RESET)
+		if (rd(VIRTIO_MMIO_STATUS) & S_NEEDS_RESET)
 			return 1;
 		sleep_ms(10);
 	}
-	return (rd(REG_STATUS) & S_NEEDS_RESET) != 0;
+	return (rd(VIRTIO_MMIO_STATUS) & S_NEEDS_RESET) != 0;
 }
 
 static void set_addr(unsigned lo, uint64_t a)
@@ -246,51 +238,51 @@ int main(int argc, char **argv)
 		say("mmap /dev/mem at 0x%llx: %s", (unsigned long long)base, strerror(errno));
 		return 2;
 	}
-	if (rd(REG_MAGIC) != MAGIC || rd(REG_VERSION) != 2) {
+	if (rd(VIRTIO_MMIO_MAGIC_VALUE) != MAGIC || rd(VIRTIO_MMIO_VERSION) != 2) {
 		say("no virtio-mmio v2 device at 0x%llx (magic 0x%x version %u)",
-		    (unsigned long long)base, rd(REG_MAGIC), rd(REG_VERSION));
+		    (unsigned long long)base, rd(VIRTIO_MMIO_MAGIC_VALUE), rd(VIRTIO_MMIO_VERSION));
 		return 2;
 	}
-	say("device id %u at 0x%llx", rd(REG_DEVICE_ID), (unsigned long long)base);
+	say("device id %u at 0x%llx", rd(VIRTIO_MMIO_DEVICE_ID), (unsigned long long)base);
 
 	if (alloc_page(&ring) || alloc_page(&tbl) || alloc_page(&tbl2) || alloc_page(&buf))
 		return 2;
 
 	/* Bring-up, as a driver would (virtio 1.2, 3.1.1). */
-	wr(REG_STATUS, 0);
-	if (rd(REG_STATUS) != 0) {
-		say("status 0x%x after reset", rd(REG_STATUS));
+	wr(VIRTIO_MMIO_STATUS, 0);
+	if (rd(VIRTIO_MMIO_STATUS) != 0) {
+		say("status 0x%x after reset", rd(VIRTIO_MMIO_STATUS));
 		return 2;
 	}
 	add_status(S_ACKNOWLEDGE);
 	add_status(S_DRIVER);
-	wr(REG_DEVICE_FEATURES_SEL, 1);
-	if (!(rd(REG_DEVICE_FEATURES) & 1)) {
+	wr(VIRTIO_MMIO_DEVICE_FEATURES_SEL, 1);
+	if (!(rd(VIRTIO_MMIO_DEVICE_FEATURES) & 1)) {
 		say("device does not offer VERSION_1");
 		return 2;
 	}
-	wr(REG_DRIVER_FEATURES_SEL, 0);
-	wr(REG_DRIVER_FEATURES, 0);
-	wr(REG_DRIVER_FEATURES_SEL, 1);
-	wr(REG_DRIVER_FEATURES, 1); /* bit 32: VERSION_1 */
+	wr(VIRTIO_MMIO_DRIVER_FEATURES_SEL, 0);
+	wr(VIRTIO_MMIO_DRIVER_FEATURES, 0);
+	wr(VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
+	wr(VIRTIO_MMIO_DRIVER_FEATURES, 1); /* bit 32: VERSION_1 */
 	add_status(S_FEATURES_OK);
-	if (!(rd(REG_STATUS) & S_FEATURES_OK)) {
-		say("FEATURES_OK did not stick (status 0x%x)", rd(REG_STATUS));
+	if (!(rd(VIRTIO_MMIO_STATUS) & S_FEATURES_OK)) {
+		say("FEATURES_OK did not stick (status 0x%x)", rd(VIRTIO_MMIO_STATUS));
 		return 2;
 	}
 
-	wr(REG_QUEUE_SEL, 0);
-	if (rd(REG_QUEUE_READY)) {
+	wr(VIRTIO_MMIO_QUEUE_SEL, 0);
+	if (rd(VIRTIO_MMIO_QUEUE_READY)) {
 		say("queue 0 already ready after reset");
 		return 2;
 	}
-	qmax = rd(REG_QUEUE_NUM_MAX);
+	qmax = rd(VIRTIO_MMIO_QUEUE_NUM_MAX);
 	if (qmax == 0) {
 		say("queue 0 not available");
 		return 2;
 	}
 	qsize = qmax < QSIZE_WANT ? qmax : QSIZE_WANT;
-	wr(REG_QUEUE_NUM, qsize);
+	wr(VIRTIO_MMIO_QUEUE_NUM, qsize);
 
 	/* One page: descriptors at 0, available ring at 1024, used ring at 2048. */
 	desc = ring.va;
@@ -300,20 +292,20 @@ int main(int argc, char **argv)
 	used_pa = ring.pa + 2048;
 	if (!strcmp(mode, "badring"))
 		desc_pa = 0x10000000000ULL; /* 1 TiB: far outside a small guest's RAM */
-	set_addr(REG_QUEUE_DESC_LOW, desc_pa);
-	set_addr(REG_QUEUE_DRIVER_LOW, avail_pa);
-	set_addr(REG_QUEUE_DEVICE_LOW, used_pa);
-	wr(REG_QUEUE_READY, 1);
-	ready = (int)rd(REG_QUEUE_READY);
+	set_addr(VIRTIO_MMIO_QUEUE_DESC_LOW, desc_pa);
+	set_addr(VIRTIO_MMIO_QUEUE_AVAIL_LOW, avail_pa);
+	set_addr(VIRTIO_MMIO_QUEUE_USED_LOW, used_pa);
+	wr(VIRTIO_MMIO_QUEUE_READY, 1);
+	ready = (int)rd(VIRTIO_MMIO_QUEUE_READY);
 	say("queue 0: size %u (max %u), desc 0x%llx avail 0x%llx used 0x%llx, ready %d", qsize,
 	    qmax, (unsigned long long)desc_pa, (unsigned long long)avail_pa,
 	    (unsigned long long)used_pa, ready);
 	if (strcmp(mode, "badring") && !ready) {
-		say("QueueReady=1 refused for a valid ring (status 0x%x)", rd(REG_STATUS));
+		say("QueueReady=1 refused for a valid ring (status 0x%x)", rd(VIRTIO_MMIO_STATUS));
 		return 2;
 	}
 	if (!strcmp(mode, "badring"))
-		say("after QueueReady=1: status 0x%x queue_ready %d", rd(REG_STATUS), ready);
+		say("after QueueReady=1: status 0x%x queue_ready %d", rd(VIRTIO_MMIO_STATUS), ready);
 	add_status(S_DRIVER_OK);
 
 	if (!strcmp(mode, "loop")) {
@@ -321,12 +313,12 @@ int main(int argc, char **argv)
 		set_desc(desc, 1, buf.pa + 4, 4, F_NEXT, 0);
 		avail_put(avail, 0, 0);
 		avail_publish(avail, 1);
-		wr(REG_QUEUE_NOTIFY, 0);
+		wr(VIRTIO_MMIO_QUEUE_NOTIFY, 0);
 	} else if (!strcmp(mode, "oob")) {
 		set_desc(desc, 0, 0x7fffffff0000ULL, 4096, 0, 0);
 		avail_put(avail, 0, 0);
 		avail_publish(avail, 1);
-		wr(REG_QUEUE_NOTIFY, 0);
+		wr(VIRTIO_MMIO_QUEUE_NOTIFY, 0);
 	} else if (!strcmp(mode, "indirect")) {
 		/* desc0 -> table (INDIRECT entry) -> table2 (a plain buffer). */
 		set_desc(tbl2.va, 0, buf.pa, 4, 0, 0);
@@ -335,31 +327,31 @@ int main(int argc, char **argv)
 		set_desc(desc, 0, tbl.pa, 32, F_INDIRECT, 0);
 		avail_put(avail, 0, 0);
 		avail_publish(avail, 1);
-		wr(REG_QUEUE_NOTIFY, 0);
+		wr(VIRTIO_MMIO_QUEUE_NOTIFY, 0);
 	} else if (!strcmp(mode, "random")) {
 		/* Garbage everywhere but the available index, which moves on by
 		 * one per round; kick a few times in case a round is harmless. */
-		for (uint16_t idx = 1; idx <= 8 && !(rd(REG_STATUS) & S_NEEDS_RESET); idx++) {
+		for (uint16_t idx = 1; idx <= 8 && !(rd(VIRTIO_MMIO_STATUS) & S_NEEDS_RESET); idx++) {
 			fill_random(ring.va, 1024 + 4 + 2 * qsize + 2); /* descriptors + avail */
 			fill_random(ring.va + 2048, PAGE - 2048);        /* used ring */
 			avail_publish(avail, idx);
 			for (int k = 0; k < 3; k++)
-				wr(REG_QUEUE_NOTIFY, 0);
+				wr(VIRTIO_MMIO_QUEUE_NOTIFY, 0);
 			wait_needs_reset(idx < 8 ? 300 : 0);
 		}
 	} else { /* badring: the queue is not ready; kick anyway */
-		wr(REG_QUEUE_NOTIFY, 0);
+		wr(VIRTIO_MMIO_QUEUE_NOTIFY, 0);
 	}
 
 	needs_reset = wait_needs_reset(WAIT_MS);
-	status = rd(REG_STATUS);
-	ready = (int)rd(REG_QUEUE_READY);
-	v = rd(REG_INTERRUPT_STATUS);
+	status = rd(VIRTIO_MMIO_STATUS);
+	ready = (int)rd(VIRTIO_MMIO_QUEUE_READY);
+	v = rd(VIRTIO_MMIO_INTERRUPT_STATUS);
 	say("status=0x%x needs_reset=%d queue_ready=%d interrupt_status=0x%x", status,
 	    needs_reset, ready, v);
-	wr(REG_INTERRUPT_ACK, v);
-	wr(REG_STATUS, 0);
-	if (rd(REG_STATUS) != 0)
-		say("status 0x%x after the final reset", rd(REG_STATUS));
+	wr(VIRTIO_MMIO_INTERRUPT_ACK, v);
+	wr(VIRTIO_MMIO_STATUS, 0);
+	if (rd(VIRTIO_MMIO_STATUS) != 0)
+		say("status 0x%x after the final reset", rd(VIRTIO_MMIO_STATUS));
 	return needs_reset ? 0 : 1;
 }

@@ -24,6 +24,15 @@ test_serial_output() {
 		pass serial_output
 }
 
+test_vmlinux() {
+	# The same kernel as an uncompressed ELF vmlinux, entered at startup_64.
+	KERNEL=${KERNEL%/*}/vmlinux boot vmlinux $BOOT_TIMEOUT --cpus 2 --mem 256M \
+		--cmdline "$CMDLINE_BASE vmm.job=hello"
+	expect_status boot_vmlinux vmlinux 0 &&
+		expect_line boot_vmlinux vmlinux "^vmm-guest: cpus=2\$" &&
+		pass boot_vmlinux
+}
+
 test_debug_exit() {
 	boot exit42 $BOOT_TIMEOUT --mem 128M --cmdline "$CMDLINE_BASE vmm.job=exit vmm.arg=42"
 	expect_status debug_exit_status exit42 42 && pass debug_exit_status
@@ -75,6 +84,7 @@ test_ctrl_a_x() {
 
 test_boot_cpus 1
 test_boot_cpus 2
+test_vmlinux
 test_serial_output
 test_debug_exit
 test_shell_status

@@ -30,10 +30,13 @@ truncate -s 200M "$WORK/huge.initrd"
 # A real bzImage whose header claims it needs 1 GiB (init_size at 0x260).
 cp "$KERNEL" "$WORK/greedy.bzImage"
 printf '\x00\x00\x00\x40' | dd of="$WORK/greedy.bzImage" bs=1 seek=$((0x260)) conv=notrunc status=none
+# The ELF vmlinux cut short: its headers are there, its segments are not.
+head -c 100000 "${KERNEL%/*}/vmlinux" >"$WORK/short.vmlinux"
 
 bad missing_kernel 1 "cannot open kernel /nonexistent/bzImage: No such file" $(run --kernel /nonexistent/bzImage)
 bad kernel_is_directory 1 "kernel /tmp is not a regular file" $(run --kernel /tmp)
 bad kernel_not_bzimage 1 "not a bzImage" $(run --kernel "$WORK/garbage")
+bad kernel_elf_truncated 1 "kernel: ELF segment extends past the end of the file" $(run --kernel "$WORK/short.vmlinux")
 bad kernel_empty 1 "not a bzImage" $(run --kernel "$WORK/empty")
 bad kernel_too_big 1 "kernel does not fit in guest memory" $(run --kernel "$WORK/greedy.bzImage" --mem 128M)
 bad initrd_too_big 1 "initrd .* does not fit" $(run --kernel "$KERNEL" --initrd "$WORK/huge.initrd" --mem 128M)
@@ -57,6 +60,25 @@ bad migrate_bad_option 2 "unknown or incomplete option '--fast'" \
 bad migrate_no_socket 1 "migrate: cannot connect to /nonexistent.sock" \
 	"$VMM" migrate /nonexistent.sock tcp:127.0.0.1:1
 bad incoming_bad_uri 1 "bad migration URI 'tcp:nohost'" $(run --incoming tcp:nohost)
+
+mkdir -p "$WORK/dir.img"
+: >"$WORK/empty.img"
+truncate -s 1M "$WORK/disk.img"
+bad disk_missing 1 "--disk /nonexistent.img: No such file" $(run --kernel "$KERNEL" --disk /nonexistent.img)
+bad disk_directory 1 "--disk .*dir.img: (Is a directory|not a regular file)" \
+	$(run --kernel "$KERNEL" --disk "$WORK/dir.img")
+bad disk_directory_ro 1 "--disk .*dir.img: not a regular file" \
+	$(run --kernel "$KERNEL" --disk "$WORK/dir.img,ro")
+bad disk_empty 1 "smaller than one 512-byte sector" $(run --kernel "$KERNEL" --disk "$WORK/empty.img")
+bad disk_bad_option 2 "--disk: unknown option 'rw'" $(run --kernel "$KERNEL" --disk "$WORK/disk.img,rw")
+bad disk_bad_id 2 "--disk: id 'a/b' is not" $(run --kernel "$KERNEL" --disk "$WORK/disk.img,id=a/b")
+bad disk_too_many 2 "--disk: at most 8 disks" \
+	$(run --kernel "$KERNEL" $(for i in $(seq 9); do echo --disk "$WORK/disk.img"; done))
+# tmpfs has no O_DIRECT before Linux 6.6: where that holds, say so clearly.
+if ! dd if=/dev/zero of="$WORK/direct-probe" bs=4096 count=1 oflag=direct status=none 2>/dev/null; then
+	bad disk_no_o_direct 1 "does the file system support O_DIRECT" \
+		$(run --kernel "$KERNEL" --disk "$WORK/disk.img,direct")
+fi
 
 if [ "$(id -u)" = 0 ] && command -v unshare >/dev/null; then
 	bad no_dev_kvm 1 "/dev/kvm does not exist" \

@@ -101,3 +101,21 @@ start_guest() {
 last_value() {
 	out_of "$1" | awk -v k="$2" '$1 == k { v = $2 } END { print v }'
 }
+
+# mke2fs, debugfs and e2fsck live in /sbin.
+PATH=$PATH:/usr/sbin:/sbin
+
+# make_rootfs IMG MIB: an ext4 image of MIB MiB holding what the test
+# initramfs holds (our /init, the test programs, busybox), to boot with
+# root=/dev/vda. mke2fs -d copies the tree, device nodes included.
+make_rootfs() {
+	local img=$1 mib=$2 dir
+	dir=$(mktemp -d "$WORK/rootfs.XXXXXX")
+	local out rc
+	out=$( (cd "$dir" && gzip -dc "$OLDPWD/$INITRD" | cpio -id --quiet) 2>&1 &&
+		mke2fs -q -t ext4 -d "$dir" -F "$img" "${mib}M" 2>&1)
+	rc=$?
+	[ $rc -eq 0 ] || echo "$out" >&2
+	rm -rf "$dir"
+	return $rc
+}

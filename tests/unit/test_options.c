@@ -78,7 +78,7 @@ static void test_migrate_request(void)
 
 	CHECK_EQ(opts_from("{\"uri\":\"tcp:h:1\"}", &o, err, sizeof(err)), 0);
 	CHECK(o.downtime_ms == 300 && o.skip_free && o.compress == COMPRESS_AUTO &&
-	      o.connections == 1 && !o.timeout_s);
+	      o.connections == 1 && !o.timeout_s && !o.drop_guest_cache);
 	CHECK_EQ(opts_from("{\"uri\":\"unix:/x\",\"downtime_ms\":50,\"timeout_s\":9,"
 			   "\"skip_free\":false,\"compress\":\"none\"}", &o, err, sizeof(err)), 0);
 	CHECK(o.downtime_ms == 50 && o.timeout_s == 9 && !o.skip_free && o.compress == COMPRESS_NONE);
@@ -91,6 +91,11 @@ static void test_migrate_request(void)
 	CHECK_EQ(opts_from("{\"uri\":\"tcp:h:1\",\"compress\":\"lz4\"}", &o, err, sizeof(err)), -EINVAL);
 	CHECK_CONTAINS(err, "compress");
 	CHECK_EQ(opts_from("{\"uri\":\"tcp:h:1\",\"skip_free\":1}", &o, err, sizeof(err)), -EINVAL);
+	CHECK_EQ(opts_from("{\"uri\":\"tcp:h:1\",\"drop_guest_cache\":true}", &o, err, sizeof(err)), 0);
+	CHECK(o.drop_guest_cache);
+	CHECK_EQ(opts_from("{\"uri\":\"tcp:h:1\",\"drop_guest_cache\":\"yes\"}", &o, err,
+			   sizeof(err)), -EINVAL);
+	CHECK_CONTAINS(err, "drop_guest_cache");
 	/* Parallel connections: 1 to 16. */
 	CHECK_EQ(opts_from("{\"uri\":\"tcp:h:1\",\"connections\":4}", &o, err, sizeof(err)), 0);
 	CHECK_EQ(o.connections, 4);

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "e820.h"
+#include "vmlinux.h"
 
 #define SETUP_HDR_OFFSET 0x1f1
 #define HDRS_MAGIC 0x53726448 /* "HdrS" */
@@ -69,51 +70,93 @@ int bzimage_parse(const uint8_t *img, size_t size, struct bzimage_info *info, co
 	return 0;
 }
 
-static int place_initrd(const struct guest_mem *mem, const struct bzimage_info *info,
-			uint64_t kernel_end, size_t initrd_size, uint64_t *gpa)
+static int place_initrd(const struct guest_mem *mem, uint32_t initrd_addr_max, uint64_t kernel_end,
+			size_t initrd_size, uint64_t *gpa)
 {
 	uint64_t top = guest_mem_low_end(mem);
 
-	if ((uint64_t)info->initrd_addr_max + 1 < top)
-		top = (uint64_t)info->initrd_addr_max + 1;
+	if ((uint64_t)initrd_addr_max + 1 < top)
+		top = (uint64_t)initrd_addr_max + 1;
 	if (initrd_size > top || ((top - initrd_size) & ~0xfffULL) < kernel_end)
 		return -ENOMEM;
 	*gpa = (top - initrd_size) & ~0xfffULL;
 	return 0;
 }
 
-static int fill_zero_page(struct guest_mem *mem, struct boot_params *bp, const uint8_t *kernel,
-			  uint64_t initrd_gpa, size_t initrd_size)
+/* What the two image formats tell the common part of the loader. */
+struct boot_image {
+	const uint8_t *hdr;       /* bzImage setup header at 0x1f1, or NULL (ELF) */
+	size_t hdr_len;
+	uint64_t kernel_end;      /* first byte the kernel does not need */
+	uint32_t cmdline_max;
+	uint32_t initrd_addr_max;
+};
+
+/* Command line, initrd and zero page, the same for both formats. An ELF
+ * vmlinux has no setup header to copy, so the fields the kernel checks
+ * are filled in as a bzImage would carry them. */
+static int write_boot_params(struct guest_mem *mem, const struct boot_image *img,
+			     const uint8_t *initrd, size_t initrd_size, const char *cmdline,
+			     char *err, size_t errlen)
 {
-	size_t hdr_len = 0x202 + kernel[0x201] - SETUP_HDR_OFFSET;
+	size_t cmdline_len = strlen(cmdline);
+	uint64_t initrd_gpa = 0;
+	struct boot_params *bp;
+	char *cmdline_dst;
 	int n;
 
+	if (cmdline_len > img->cmdline_max || cmdline_len >= BOOT_CMDLINE_MAX) {
+		snprintf(err, errlen, "kernel command line too long (%zu bytes, at most %u)",
+			 cmdline_len, img->cmdline_max);
+		return -E2BIG;
+	}
+	if (initrd && place_initrd(mem, img->initrd_addr_max, img->kernel_end, initrd_size,
+				   &initrd_gpa)) {
+		snprintf(err, errlen, "initrd (%zu bytes) does not fit in guest memory beside the kernel",
+			 initrd_size);
+		return -ENOMEM;
+	}
+	bp = gpa_to_hva(mem, BOOT_PARAMS_GPA, sizeof(*bp));
+	cmdline_dst = gpa_to_hva(mem, BOOT_CMDLINE_GPA, cmdline_len + 1);
+	if (!bp || !cmdline_dst) {
+		snprintf(err, errlen, "guest memory too small for the boot parameters");
+		return -ENOMEM;
+	}
 	memset(bp, 0, sizeof(*bp));
-	if (hdr_len > sizeof(bp->hdr))
-		hdr_len = sizeof(bp->hdr);
-	memcpy(&bp->hdr, kernel + SETUP_HDR_OFFSET, hdr_len);
+	if (img->hdr) {
+		memcpy(&bp->hdr, img->hdr, img->hdr_len < sizeof(bp->hdr) ? img->hdr_len : sizeof(bp->hdr));
+	} else {
+		bp->hdr.boot_flag = BOOT_FLAG_MAGIC;
+		bp->hdr.header = HDRS_MAGIC;
+		bp->hdr.version = 0x020c;
+		bp->hdr.cmdline_size = img->cmdline_max;
+		bp->hdr.initrd_addr_max = img->initrd_addr_max;
+	}
 	bp->hdr.type_of_loader = 0xff;
 	bp->hdr.code32_start = BOOT_KERNEL_GPA;
 	bp->hdr.cmd_line_ptr = BOOT_CMDLINE_GPA;
 	bp->hdr.ramdisk_image = (uint32_t)initrd_gpa;
-	bp->hdr.ramdisk_size = (uint32_t)initrd_size;
+	bp->hdr.ramdisk_size = initrd ? (uint32_t)initrd_size : 0;
 	n = e820_build(mem, bp->e820_table, E820_MAX_ENTRIES_ZEROPAGE);
-	if (n < 0)
+	if (n < 0) {
+		snprintf(err, errlen, "e820 map does not fit in the zero page");
 		return n;
+	}
 	bp->e820_entries = (uint8_t)n;
+	memcpy(cmdline_dst, cmdline, cmdline_len + 1);
+	if (initrd)
+		memcpy(gpa_to_hva(mem, initrd_gpa, initrd_size), initrd, initrd_size);
 	return 0;
 }
 
-int boot_load(struct guest_mem *mem, const uint8_t *kernel, size_t kernel_size,
-	      const uint8_t *initrd, size_t initrd_size, const char *cmdline,
-	      struct boot_entry *entry, char *err, size_t errlen)
+static int load_bzimage(struct guest_mem *mem, const uint8_t *kernel, size_t kernel_size,
+			const uint8_t *initrd, size_t initrd_size, const char *cmdline,
+			struct boot_entry *entry, char *err, size_t errlen)
 {
 	struct bzimage_info info;
+	struct boot_image img;
 	const char *why;
-	uint64_t need, kernel_end, initrd_gpa = 0;
-	size_t cmdline_len = strlen(cmdline);
-	struct boot_params *bp;
-	char *cmdline_dst;
+	uint64_t need, kernel_end;
 	uint8_t *dst;
 	int rc;
 
@@ -136,32 +179,74 @@ int boot_load(struct guest_mem *mem, const uint8_t *kernel, size_t kernel_size,
 			 (unsigned long long)(need >> 20) + 1);
 		return -ENOMEM;
 	}
-	if (cmdline_len > info.cmdline_max || cmdline_len >= BOOT_CMDLINE_MAX) {
-		snprintf(err, errlen, "kernel command line too long (%zu bytes, at most %u)",
-			 cmdline_len, info.cmdline_max);
-		return -E2BIG;
-	}
-	if (initrd && place_initrd(mem, &info, kernel_end, initrd_size, &initrd_gpa)) {
-		snprintf(err, errlen, "initrd (%zu bytes) does not fit in guest memory beside the kernel",
-			 initrd_size);
-		return -ENOMEM;
-	}
-	bp = gpa_to_hva(mem, BOOT_PARAMS_GPA, sizeof(*bp));
-	cmdline_dst = gpa_to_hva(mem, BOOT_CMDLINE_GPA, cmdline_len + 1);
-	if (!bp || !cmdline_dst) {
-		snprintf(err, errlen, "guest memory too small for the boot parameters");
-		return -ENOMEM;
-	}
-	rc = fill_zero_page(mem, bp, kernel, initrd_gpa, initrd ? initrd_size : 0);
-	if (rc) {
-		snprintf(err, errlen, "e820 map does not fit in the zero page");
+	img = (struct boot_image){
+		.hdr = kernel + SETUP_HDR_OFFSET,
+		.hdr_len = 0x202 + kernel[0x201] - SETUP_HDR_OFFSET,
+		.kernel_end = kernel_end,
+		.cmdline_max = info.cmdline_max,
+		.initrd_addr_max = info.initrd_addr_max,
+	};
+	rc = write_boot_params(mem, &img, initrd, initrd_size, cmdline, err, errlen);
+	if (rc)
 		return rc;
-	}
 	memcpy(dst, kernel + info.kernel_offset, info.kernel_size);
-	memcpy(cmdline_dst, cmdline, cmdline_len + 1);
-	if (initrd)
-		memcpy(gpa_to_hva(mem, initrd_gpa, initrd_size), initrd, initrd_size);
 	entry->rip = BOOT_KERNEL_GPA + ENTRY64_OFFSET;
 	entry->rsi = BOOT_PARAMS_GPA;
 	return 0;
+}
+
+/* Protocol 2.06+ defaults, which a vmlinux cannot state itself. */
+#define VMLINUX_CMDLINE_MAX 2047
+#define VMLINUX_INITRD_ADDR_MAX 0x7fffffff
+
+static int load_vmlinux(struct guest_mem *mem, const uint8_t *kernel, size_t kernel_size,
+			const uint8_t *initrd, size_t initrd_size, const char *cmdline,
+			struct boot_entry *entry, char *err, size_t errlen)
+{
+	struct vmlinux_info info;
+	struct boot_image img;
+	const char *why;
+	int rc;
+
+	rc = vmlinux_parse(kernel, kernel_size, BOOT_KERNEL_GPA, &info, &why);
+	if (rc) {
+		snprintf(err, errlen, "kernel: %s", why);
+		return rc;
+	}
+	for (unsigned i = 0; i < info.nsegs; i++)
+		if (!gpa_to_hva(mem, info.segs[i].paddr, info.segs[i].memsz)) {
+			snprintf(err, errlen,
+				 "kernel does not fit in guest memory (it loads up to %llu MiB)",
+				 (unsigned long long)((info.end + (1 << 20) - 1) >> 20));
+			return -ENOMEM;
+		}
+	img = (struct boot_image){
+		.kernel_end = info.end,
+		.cmdline_max = VMLINUX_CMDLINE_MAX,
+		.initrd_addr_max = VMLINUX_INITRD_ADDR_MAX,
+	};
+	rc = write_boot_params(mem, &img, initrd, initrd_size, cmdline, err, errlen);
+	if (rc)
+		return rc;
+	for (unsigned i = 0; i < info.nsegs; i++) {
+		const struct vmlinux_segment *s = &info.segs[i];
+		uint8_t *dst = gpa_to_hva(mem, s->paddr, s->memsz);
+
+		memcpy(dst, kernel + s->offset, s->filesz);
+		memset(dst + s->filesz, 0, s->memsz - s->filesz);
+	}
+	entry->rip = info.entry;
+	entry->rsi = BOOT_PARAMS_GPA;
+	return 0;
+}
+
+int boot_load(struct guest_mem *mem, const uint8_t *kernel, size_t kernel_size,
+	      const uint8_t *initrd, size_t initrd_size, const char *cmdline,
+	      struct boot_entry *entry, char *err, size_t errlen)
+{
+	if (vmlinux_is_elf(kernel, kernel_size))
+		return load_vmlinux(mem, kernel, kernel_size, initrd, initrd_size, cmdline, entry,
+				    err, errlen);
+	return load_bzimage(mem, kernel, kernel_size, initrd, initrd_size, cmdline, entry, err,
+			    errlen);
 }
