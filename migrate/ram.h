@@ -54,7 +54,7 @@ struct ram_compressor {
  * default, so the receiver catches a bad frame even where its structure
  * still decodes. 0 or a negative code. */
 int ram_compressor_init(struct ram_compressor *c, int level);
-/* Frames without the checksum: the record's crc32 still covers the frame
+/* Frames without the checksum: the record's checksum still covers the frame
  * on the wire; measured on 1 MiB guest-like batches, the checksum costs
  * about 15% of compression speed and 45% of decompression speed. */
 int ram_compressor_set_checksum(struct ram_compressor *c, bool on);

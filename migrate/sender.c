@@ -506,7 +506,7 @@ static int lane_init(struct ram_sender *rs, struct send_lane *l, unsigned index)
 		if (ram_compressor_init(&l->zc, RAM_ZSTD_LEVEL_DEFAULT))
 			return -ENOMEM;
 		l->zc_on = true;
-		/* The record's crc32 already covers the frame on the wire. */
+		/* The record's checksum already covers the frame on the wire. */
 		ram_compressor_set_checksum(&l->zc, false);
 		ram_auto_init(&l->autoc);
 	}

@@ -6,10 +6,12 @@
  * versioning rule are in docs/migration-stream.md.
  *
  *   record = header (12 bytes) + payload (length bytes, at most 16 MiB)
- *   +--------+--------+------------+-------------------------------+-------
- *   | type   | flags  | length     | crc32(header[0..8) + payload) | payload
- *   | le16   | le16   | le32       | le32                          |
- *   +--------+--------+------------+-------------------------------+-------
+ *   +--------+--------+------------+--------------------------------+-------
+ *   | type   | flags  | length     | XXH3-64(payload,               | payload
+ *   |        |        |            |   seed = le64 header[0..8)),   |
+ *   |        |        |            |   low 32 bits                  |
+ *   | le16   | le16   | le32       | le32                           |
+ *   +--------+--------+------------+--------------------------------+-------
  *
  * Every multi-byte field is little-endian and read and written byte by byte.
  * Type 0 is invalid, unknown types and flags are errors (never skipped).

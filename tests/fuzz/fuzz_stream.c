@@ -24,7 +24,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
+#include <xxhash.h>
 
 #include "migrate/stream.h"
 
@@ -169,12 +169,12 @@ static void fix_crcs(uint8_t *p, size_t size)
 
 	while (size - off >= STREAM_HDR_SIZE) {
 		uint32_t len = rd32(p + off + 4);
-		uLong crc = crc32(0L, Z_NULL, 0);
+		uint64_t seed = rd32(p + off) | (uint64_t)len << 32;
+		uint32_t crc;
 
 		if (len > STREAM_MAX_PAYLOAD || len > size - off - STREAM_HDR_SIZE)
 			break;
-		crc = crc32(crc, p + off, 8);
-		crc = crc32(crc, p + off + STREAM_HDR_SIZE, len);
+		crc = (uint32_t)XXH3_64bits_withSeed(p + off + STREAM_HDR_SIZE, len, seed);
 		for (int i = 0; i < 4; i++)
 			p[off + 8 + i] = (uint8_t)(crc >> (8 * i));
 		off += STREAM_HDR_SIZE + len;
