@@ -19,6 +19,9 @@
 #define PAGEMAP_PRESENT (1ULL << 63)
 #define PAGEMAP_SWAPPED (1ULL << 62)
 #define PUBLISH_NS 100000000ULL /* figures for `vmm migrate` while a pass runs */
+#define LINK_SAMPLE_BYTES (2u << 20) /* busy time summed until this much went out */
+#define LINK_PROBE_AFTER 24          /* data records without a link figure (1 at first), then */
+#define LINK_PROBE_RECORDS 12        /* a raw burst this long (the buffers fill first) */
 
 static int lane_fail(struct send_lane *l, int rc, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -63,6 +66,31 @@ static void note_sent(struct send_lane *l)
 	atomic_store_explicit(&l->st.bytes_sent, l->conn->bytes_sent, memory_order_relaxed);
 }
 
+/* --compress auto needs the link's rate, and the socket shows it only
+ * while it is busy: an interval between two buffer waits counts if bytes
+ * queued before it were still unsent at its end, so the socket never ran
+ * dry in between. */
+static void note_link(struct send_lane *l)
+{
+	uint64_t t = now_ns(), sent = l->conn->bytes_sent;
+
+	if (!l->zc_on || l->rs->m->opt.compress != COMPRESS_AUTO)
+		return;
+	if (l->mark_ns && sent > l->mark_sent && sent < l->mark_queued) {
+		l->probe_busy = true;
+		l->busy_bytes += sent - l->mark_sent;
+		l->busy_ns += t - l->mark_ns;
+		if (l->busy_bytes >= LINK_SAMPLE_BYTES) {
+			ram_auto_note_link(&l->autoc, l->busy_bytes, l->busy_ns);
+			l->busy_bytes = l->busy_ns = 0;
+			l->since_link = 0;
+		}
+	}
+	l->mark_ns = t;
+	l->mark_sent = sent;
+	l->mark_queued = l->conn->bytes_queued;
+}
+
 /* A record buffer free to fill: the oldest one, once its record is sent;
  * the newer ones stay in flight. */
 static int next_buffer(struct send_lane *l, uint8_t **buf)
@@ -75,6 +103,7 @@ static int next_buffer(struct send_lane *l, uint8_t **buf)
 	if (rc)
 		return lane_fail(l, rc, "sending: %s", strerror(-rc));
 	note_sent(l);
+	note_link(l);
 	l->next_buf = (i + 1) % SEND_LANE_BUFS;
 	*buf = l->bufs[i];
 	return 0;
@@ -122,7 +151,33 @@ static bool want_compress(struct send_lane *l)
 	case COMPRESS_NONE: return false;
 	case COMPRESS_AUTO: break;
 	}
+	if (l->probe_left)
+		return false;
+	/* Compressing may leave the socket idle, and then it shows no rate:
+	 * a burst of raw records measures it (at worst they fill it). */
+	if (l->autoc.on && l->since_link >= (l->autoc.have_link ? LINK_PROBE_AFTER : 1)) {
+		l->probe_left = LINK_PROBE_RECORDS;
+		l->probe_ns = now_ns();
+		l->probe_bytes = 0;
+		l->probe_busy = false;
+		l->since_link = 0;
+		return false;
+	}
 	return ram_auto_should_compress(&l->autoc);
+}
+
+/* The end of a raw burst: if the socket never filled, raw records went
+ * out as fast as they were made, and that rate is the one to compare
+ * compressing with. */
+static void probe_done(struct send_lane *l, size_t raw)
+{
+	if (!l->probe_left)
+		return;
+	l->probe_bytes += raw;
+	if (--l->probe_left || l->probe_busy)
+		return;
+	ram_auto_note_link(&l->autoc, l->probe_bytes, now_ns() - l->probe_ns);
+	l->since_link = 0;
 }
 
 /* One zstd frame of the waiting data pages, compressed from a copy. Never
@@ -174,6 +229,7 @@ static int flush_data(struct send_lane *l)
 	} else if (l->zc_on) {
 		ram_auto_note_raw(&l->autoc);
 	}
+	l->since_link++;
 	if (len <= 0) {
 		rc = stream_ram_begin(&e, buf, SEND_BUF_SIZE, STREAM_RAM_RAW, GUEST_PAGE_SIZE,
 				      l->data_r, l->ndr);
@@ -184,6 +240,7 @@ static int flush_data(struct send_lane *l)
 			       GUEST_PAGE_SIZE);
 		atomic_fetch_add_explicit(&l->st.pages_raw, l->nd, memory_order_relaxed);
 		len = (ssize_t)raw;
+		probe_done(l, raw);
 	}
 	l->ram_pages += l->nd;
 	l->nd = l->ndr = 0;

@@ -92,6 +92,16 @@ struct send_lane {
 	struct ram_compressor zc;
 	bool zc_on;
 	struct ram_auto autoc;
+	/* --compress auto's link figure (sender.c, note_link): a mark taken
+	 * after each buffer wait, the intervals during which the socket was
+	 * busy throughout, and raw bursts that measure the link when
+	 * compressing leaves it idle. */
+	uint64_t mark_ns, mark_sent, mark_queued;
+	uint64_t busy_bytes, busy_ns;
+	unsigned since_link;        /* data records since the last link figure */
+	unsigned probe_left;        /* records of a raw burst still to go */
+	bool probe_busy;            /* the socket was busy during the burst */
+	uint64_t probe_ns, probe_bytes;
 	uint64_t mask[SEND_STRIPE_PAGES / 64];    /* pages taken from one stripe */
 	uint64_t pagemap[SEND_STRIPE_PAGES];
 	/* Pages waiting for their record, in ascending order. */

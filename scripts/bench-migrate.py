@@ -23,8 +23,8 @@ a destination on loopback TCP and migrates once:
   vmm      --balloon free-page-hint,free-page-reporting on both sides;
            `vmm migrate SRC tcp:127.0.0.1:PORT --connections N --json`
            (N from --connections, default 1) with skipping on (default)
-           and off (--no-skip-free), each with --compress zstd and
-           --compress none: 4 migrations per case.  Figures from the
+           and off (--no-skip-free), each with --compress auto (the
+           default), zstd and none: 6 migrations per case.  Figures from the
            JSON summary: total_ms, downtime_ms, setup_ms, bytes (on the
            wire), skipped_* pages, iterations.
   QEMU     -device virtio-balloon-device[,free-page-hint=on],iothread=io0
@@ -485,7 +485,7 @@ def main():
             continue
         if "vmm" in vmms:
             for skip in (True, False):
-                for comp in ("zstd", "none"):
+                for comp in ("auto", "zstd", "none"):
                     plan.append(("vmm", case, skip, comp, False))
         if "qemu" in vmms:
             for hint in (True, False):
@@ -591,11 +591,11 @@ def main():
         print()
     for case in main_cases:
         q = find(case, "QEMU", True)
-        for comp in ("zstd", "none"):
+        for comp in ("auto", "zstd", "none"):
             v = find(case, "vmm", True, comp)
             if not v:
                 print("- %s, vmm compress %s: not measured (no successful vmm migration)" % (case, comp))
-                all_met = False
+                all_met = all_met and comp != "auto"
                 continue
             used = v.get("used_kib")
             lines = []
@@ -618,11 +618,12 @@ def main():
             else:
                 lines.append("against QEMU: not measured (no successful QEMU run with hinting)")
                 oks.append(None)
-            all_met = all_met and all(o is True for o in oks)
+            if comp == "auto":  # the default is what the targets are about
+                all_met = all_met and all(o is True for o in oks)
             print("- %s, vmm compress %s: %s" % (case, comp, "; ".join(lines)))
     if main_cases:
         print()
-        print("All targets met: %s" % ("yes" if all_met else "no"))
+        print("All targets met with the default (--compress auto): %s" % ("yes" if all_met else "no"))
 
     failed = [r for r in results if "error" in r]
     if failed:
