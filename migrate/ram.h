@@ -14,7 +14,10 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#define RAM_ZSTD_LEVEL_DEFAULT 1
+/* Negative: zstd's fast mode. Against level 1 on guest memory, -3
+ * compresses 1.5x faster natively and 1.8x under TCG, decompresses 1.5x
+ * faster, and sends 19% more bytes (docs/migration.md). */
+#define RAM_ZSTD_LEVEL_DEFAULT (-3)
 
 /* Errors of ram_decompress/ram_compress: negative, apart from -errno and
  * from the STREAM_E_* codes. */
