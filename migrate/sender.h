@@ -43,7 +43,7 @@
 #define SEND_STRIPE_SHIFT 22 /* 4 MiB: a hint block, and one clear and one pagemap read */
 #define SEND_STRIPE_PAGES (1u << (SEND_STRIPE_SHIFT - GUEST_PAGE_SHIFT))
 #define SEND_CHUNK_PAGES  256 /* pages of one RAW or zstd record: 1 MiB */
-#define SEND_LANE_BUFS    8
+#define SEND_LANE_BUFS    4   /* 1 MiB records in flight per connection: each costs its first-touch faults in every migration */
 #define SEND_BUF_SIZE (STREAM_HDR_SIZE + STREAM_RAM_HDR_SIZE + \
 		       STREAM_RAM_MAX_RANGES * STREAM_RAM_RANGE_SIZE + \
 		       SEND_CHUNK_PAGES * GUEST_PAGE_SIZE + 8192)
