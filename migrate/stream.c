@@ -526,7 +526,8 @@ static int seq_iter(struct stream_seq *s, const struct stream_record *rec)
 	return 0;
 }
 
-static int seq_precopy(struct stream_seq *s, const struct stream_record *rec)
+/* RAM, ITER and SYNC: what every connection carries during pre-copy. */
+static int seq_pass(struct stream_seq *s, const struct stream_record *rec)
 {
 	switch (rec->type) {
 	case STREAM_RAM:
@@ -535,11 +536,16 @@ static int seq_precopy(struct stream_seq *s, const struct stream_record *rec)
 		return seq_iter(s, rec);
 	case STREAM_SYNC:
 		return 0;
-	case STREAM_PRECOPY_DONE:
-		s->phase = STREAM_SEQ_STOPCOPY;
-		return 0;
 	}
 	return STREAM_E_ORDER;
+}
+
+static int seq_precopy(struct stream_seq *s, const struct stream_record *rec)
+{
+	if (rec->type != STREAM_PRECOPY_DONE)
+		return seq_pass(s, rec);
+	s->phase = STREAM_SEQ_STOPCOPY;
+	return 0;
 }
 
 static int seq_stopcopy(struct stream_seq *s, const struct stream_record *rec)
@@ -588,20 +594,12 @@ static int seq_join(struct stream_seq *s, const struct stream_record *rec)
 /* Connections 1..N-1 carry RAM and ITER only, and their own END. */
 static int seq_lane(struct stream_seq *s, const struct stream_record *rec)
 {
-	switch (rec->type) {
-	case STREAM_RAM:
-		return seq_ram(s, rec);
-	case STREAM_ITER:
-		return seq_iter(s, rec);
-	case STREAM_SYNC:
-		return 0;
-	case STREAM_END:
-		if (rec->end.ram_pages != s->ram_pages || rec->end.state_count != 0)
-			return STREAM_E_TALLY;
-		s->phase = STREAM_SEQ_ENDED;
-		return 0;
-	}
-	return STREAM_E_ORDER;
+	if (rec->type != STREAM_END)
+		return seq_pass(s, rec);
+	if (rec->end.ram_pages != s->ram_pages || rec->end.state_count != 0)
+		return STREAM_E_TALLY;
+	s->phase = STREAM_SEQ_ENDED;
+	return 0;
 }
 
 int stream_seq_next(struct stream_seq *s, const struct stream_record *rec)

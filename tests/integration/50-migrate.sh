@@ -220,8 +220,22 @@ fi
 cleanup
 
 # --- Bad streams to --incoming: each a clear one-line error, nothing runs. ---
+# expect_refusal TEST REGEX: the destination exits non-zero (bounded wait)
+# with one line on stderr that matches.
+expect_refusal() {
+	local test=$1 re=$2 rc
+	wait_for $((10 * SLOW)) gone "$dst_pid"
+	kill -9 $dst_pid 2>/dev/null
+	wait $dst_pid
+	rc=$?
+	if [ $rc -ne 0 ] && [ "$(wc -l <"$WORK/$test.err")" -eq 1 ] && grep -Eq "$re" "$WORK/$test.err"; then
+		pass "$test"
+	else
+		fail "$test" "status $rc" "$(cat "$WORK/$test.err")"
+	fi
+}
 bad_stream() {
-	local test=$1 re=$2 hex=$3 rc
+	local test=$1 re=$2 hex=$3
 	next_port
 	start_dst "$test"
 	/usr/bin/python3 - "$PORT" "$hex" <<'PY'
@@ -234,15 +248,7 @@ except Exception:
     pass
 s.close()
 PY
-	wait_for $((10 * SLOW)) gone "$dst_pid"
-	kill -9 $dst_pid 2>/dev/null
-	wait $dst_pid
-	rc=$?
-	if [ $rc -ne 0 ] && [ "$(wc -l <"$WORK/$test.err")" -eq 1 ] && grep -Eq "$re" "$WORK/$test.err"; then
-		pass "$test"
-	else
-		fail "$test" "status $rc" "$(cat "$WORK/$test.err")"
-	fi
+	expect_refusal "$test" "$re"
 }
 # The source side of a stream, in Python: records with correct checksums.
 PYREC='
@@ -293,7 +299,7 @@ bad_stream migrate_incoming_connections "the source asks for 17 connections; at 
 # bad_join TEST REGEX SCENARIO: a Python source that sends HELLO for two
 # connections, then does SCENARIO; the destination must refuse in one line.
 bad_join() {
-	local test=$1 re=$2 rc
+	local test=$1 re=$2
 	next_port
 	start_dst "$test"
 	/usr/bin/python3 -c "$PYREC"'
@@ -315,15 +321,7 @@ try:
 except Exception:
     pass
 ' "$PORT" "$3"
-	wait_for $((10 * SLOW)) gone "$dst_pid"
-	kill -9 $dst_pid 2>/dev/null
-	wait $dst_pid
-	rc=$?
-	if [ $rc -ne 0 ] && [ "$(wc -l <"$WORK/$test.err")" -eq 1 ] && grep -Eq "$re" "$WORK/$test.err"; then
-		pass "$test"
-	else
-		fail "$test" "status $rc" "$(cat "$WORK/$test.err")"
-	fi
+	expect_refusal "$test" "$re"
 }
 bad_join migrate_incoming_foreign_join "did not join: JOIN does not belong to this migration" foreign
 bad_join migrate_incoming_wrong_stripe "connection 1: records out of order: RAM range outside this connection's stripes" stripe
