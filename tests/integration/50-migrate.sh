@@ -122,6 +122,12 @@ auto_compress_check() {
 	return 0 # the hops go on either way
 }
 
+# Whether NAME's balloon has a free page hint round going (cmd id >= 2).
+hint_round_active() {
+	local id
+	id=$("$VMM" balloon "$WORK/$1.sock" --stats 2>/dev/null | sed -n 's/.*"hint_cmd_id": *\([0-9]*\).*/\1/p')
+	[ -n "$id" ] && [ "$id" -ge 2 ]
+}
 guest_up() { passes_past "$1" 0; }
 cleanup() { kill -9 $src_pid $dst_pid 2>/dev/null; wait 2>/dev/null; }
 
@@ -179,7 +185,10 @@ if wait_for $((30 * SLOW)) guest_up d0; then
 	start_dst d2
 	"$VMM" migrate "$WORK/d0.sock" "tcp:127.0.0.1:$PORT" >"$WORK/g.migrate" 2>&1 &
 	mig=$!
-	sleep 0.3
+	# Cancel while a hint round runs (cmd id 2 or more; an earlier failed
+	# migration of d0 left DONE, 1), so DONE afterwards is this cancel's.
+	active=no
+	wait_for $((10 * SLOW)) hint_round_active d0 && active=yes
 	"$VMM" migrate "$WORK/d0.sock" --cancel >/dev/null 2>&1
 	wait_for $((20 * SLOW)) gone "$mig"
 	kill -9 $mig 2>/dev/null
@@ -187,10 +196,12 @@ if wait_for $((30 * SLOW)) guest_up d0; then
 	rc=$?
 	up=$(last_uptime d0)
 	hint=$(json_field "$("$VMM" balloon "$WORK/d0.sock" --stats)" hint_cmd_id)
-	if [ $rc -ne 0 ] && wait_for $((10 * SLOW)) up_past d0 "$up" && [ "$hint" = 1 ]; then
+	if [ $rc -ne 0 ] && [ $active = yes ] && grep -q cancelled "$WORK/g.migrate" &&
+		wait_for $((10 * SLOW)) up_past d0 "$up" && [ "$hint" = 1 ]; then
 		pass migrate_cancel_resumes
 	else
-		fail migrate_cancel_resumes "vmm migrate status $rc, hint cmd id '$hint'" "$(cat "$WORK/g.migrate")"
+		fail migrate_cancel_resumes "vmm migrate status $rc, round seen running: $active, hint cmd id '$hint'" \
+			"$(cat "$WORK/g.migrate")"
 	fi
 	kill -9 $dst_pid 2>/dev/null
 else
