@@ -671,6 +671,8 @@ int mig_conn_send(struct mig_conn *c, const void *buf, size_t len)
 	return c->send_error;
 }
 
+/* Unlike mig_conn_wait_sent, returns only once the kernel holds none of
+ * the buffers, even after a send failed: callers free or reuse them next. */
 int mig_conn_flush(struct mig_conn *c, int timeout_ms)
 {
 	int64_t deadline = deadline_of(timeout_ms);
