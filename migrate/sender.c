@@ -266,19 +266,25 @@ static int flush_zero(struct send_lane *l)
 	return rc;
 }
 
+/* The page at gpa joins ranges r[0, *n): the last one grows, or a new one
+ * starts (the caller made room). */
+static void range_add(struct stream_range *r, unsigned *n, uint64_t gpa)
+{
+	if (extends(r, *n, gpa)) {
+		r[*n - 1].pages++;
+	} else {
+		r[*n].gpa = gpa;
+		r[(*n)++].pages = 1;
+	}
+}
+
 static int add_data(struct send_lane *l, uint64_t page)
 {
-	uint64_t gpa = page_gpa(&l->rs->vm->mem, page);
 	int rc;
 
 	if (l->nd == SEND_CHUNK_PAGES && (rc = flush_data(l)))
 		return rc;
-	if (extends(l->data_r, l->ndr, gpa)) {
-		l->data_r[l->ndr - 1].pages++;
-	} else {
-		l->data_r[l->ndr].gpa = gpa;
-		l->data_r[l->ndr++].pages = 1;
-	}
+	range_add(l->data_r, &l->ndr, page_gpa(&l->rs->vm->mem, page));
 	l->data_p[l->nd++] = page;
 	return 0;
 }
@@ -290,16 +296,11 @@ static int add_zero(struct send_lane *l, uint64_t page)
 	uint64_t gpa = page_gpa(&l->rs->vm->mem, page);
 	int rc;
 
-	if (l->nz == STREAM_RAM_MAX_ZERO_PAGES && (rc = flush_zero(l)))
+	if ((l->nz == STREAM_RAM_MAX_ZERO_PAGES ||
+	     (l->nzr == STREAM_RAM_MAX_RANGES && !extends(l->zero_r, l->nzr, gpa))) &&
+	    (rc = flush_zero(l)))
 		return rc;
-	if (extends(l->zero_r, l->nzr, gpa)) {
-		l->zero_r[l->nzr - 1].pages++;
-	} else {
-		if (l->nzr == STREAM_RAM_MAX_RANGES && (rc = flush_zero(l)))
-			return rc;
-		l->zero_r[l->nzr].gpa = gpa;
-		l->zero_r[l->nzr++].pages = 1;
-	}
+	range_add(l->zero_r, &l->nzr, gpa);
 	l->nz++;
 	return 0;
 }
