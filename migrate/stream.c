@@ -55,7 +55,7 @@ static void wr64(uint8_t *p, uint64_t v)
 /* XXH3, not crc32: every byte of RAM passes through it on both sides, and
  * XXH3 is several times faster (docs/migration-stream.md). The header's
  * first 8 bytes are the seed, so they are covered without a second pass. */
-static uint32_t record_crc(const uint8_t *hdr, const uint8_t *payload, uint32_t len)
+static uint32_t record_checksum(const uint8_t *hdr, const uint8_t *payload, uint32_t len)
 {
 	return (uint32_t)XXH3_64bits_withSeed(len ? payload : NULL, len, rd64(hdr));
 }
@@ -431,7 +431,7 @@ int stream_decode(const uint8_t *buf, size_t len, struct stream_record *out, siz
 	if (len - STREAM_HDR_SIZE < out->len)
 		return 0;
 	out->payload = buf + STREAM_HDR_SIZE;
-	if (record_crc(buf, out->payload, out->len) != rd32(buf + 8))
+	if (record_checksum(buf, out->payload, out->len) != rd32(buf + 8))
 		return STREAM_E_CHECKSUM;
 	err = decode_payload(out);
 	if (err)
@@ -642,7 +642,7 @@ static ssize_t finish_record(uint8_t *buf, enum stream_type type, uint32_t len)
 	wr16(buf, (uint16_t)type);
 	wr16(buf + 2, 0);
 	wr32(buf + 4, len);
-	wr32(buf + 8, record_crc(buf, buf + STREAM_HDR_SIZE, len));
+	wr32(buf + 8, record_checksum(buf, buf + STREAM_HDR_SIZE, len));
 	return (ssize_t)(STREAM_HDR_SIZE + (size_t)len);
 }
 

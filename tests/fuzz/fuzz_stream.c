@@ -163,7 +163,7 @@ static uint32_t rd32(const uint8_t *p)
 }
 
 /* Writes each whole record's correct checksum, as far as headers lead. */
-static void fix_crcs(uint8_t *p, size_t size)
+static void fix_checksums(uint8_t *p, size_t size)
 {
 	size_t off = 0;
 
@@ -236,7 +236,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	if (size)
 		memcpy(fixed, data, size);
-	fix_crcs(fixed, size);
+	fix_checksums(fixed, size);
 	run(fixed, size);
 	free(fixed);
 	return 0;

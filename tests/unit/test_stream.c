@@ -43,7 +43,7 @@ static uint32_t get32(const uint8_t *p)
 }
 
 /* Recomputes the checksum of the record at rec (after a field was changed). */
-static void fix_crc(uint8_t *rec)
+static void fix_checksum(uint8_t *rec)
 {
 	uint32_t len = get32(rec + 4);
 	uint64_t seed = get32(rec) | (uint64_t)get32(rec + 4) << 32;
@@ -70,7 +70,7 @@ static int decode_n(const uint8_t *p, size_t n, struct stream_record *rec)
 		n = (encode);                                                              \
 		REQUIRE(n > 0);                                                            \
 		mutate;                                                                    \
-		fix_crc(buf);                                                              \
+		fix_checksum(buf);                                                              \
 		CHECK_EQ(decode_n(buf, STREAM_HDR_SIZE + get32(buf + 4), &rec), (want));   \
 	} while (0)
 
@@ -527,7 +527,7 @@ static void test_hello_errors(void)
 		n = stream_encode_hello(buf, sizeof(buf), &hello0);                        \
 		REQUIRE(n > 0);                                                            \
 		mutate;                                                                    \
-		fix_crc(buf);                                                              \
+		fix_checksum(buf);                                                              \
 		CHECK_EQ(decode_n(buf, STREAM_HDR_SIZE + get32(buf + 4), &rec), (want));   \
 	} while (0)
 	HELLO_EXPECT(p[0] = 'X', STREAM_E_MAGIC);
@@ -682,7 +682,7 @@ static size_t raw_ram(uint8_t enc, uint8_t shift, const struct stream_range *r, 
 	memset(p + 4 + 12 * n, 0x5a, data_len);
 	if (data_len >= 4 && enc == STREAM_RAM_ZSTD)
 		put32(p + 4 + 12 * n, STREAM_ZSTD_MAGIC);
-	fix_crc(buf);
+	fix_checksum(buf);
 	return STREAM_HDR_SIZE + len;
 }
 
@@ -719,7 +719,7 @@ static void test_ram_errors(void)
 	CHECK_EQ(decode_n(buf, raw_ram(STREAM_RAM_ZERO, 12, r, 0, 0, 0), &rec),
 		 STREAM_E_RAM_NRANGES);
 	put32(buf + 4, 3);
-	fix_crc(buf);
+	fix_checksum(buf);
 	CHECK_EQ(decode_n(buf, STREAM_HDR_SIZE + 3, &rec), STREAM_E_TRUNCATED);
 	/* Unaligned, zero count. */
 	r[0] = (struct stream_range){ 0x1800, 1 };
@@ -767,7 +767,7 @@ static void test_ram_errors(void)
 	CHECK_EQ(ram_decode(STREAM_RAM_ZSTD, r, 1, 4), STREAM_RAM);
 	raw_ram(STREAM_RAM_ZSTD, 12, r, 1, 1, 10);
 	buf[STREAM_HDR_SIZE + 16] ^= 1; /* the frame magic */
-	fix_crc(buf);
+	fix_checksum(buf);
 	CHECK_EQ(decode_n(buf, STREAM_HDR_SIZE + 26, &rec), STREAM_E_RAM_ZSTD);
 }
 
