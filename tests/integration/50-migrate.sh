@@ -35,12 +35,6 @@ start_dst() {
 	wait_for $((5 * SLOW)) port_open "$PORT"
 }
 
-gone() { ! kill -0 "$1" 2>/dev/null; }
-# Whether something listens on the port, without connecting to it: a
-# destination takes the first connection as its source.
-port_open() {
-	awk -v p="$(printf ':%04X' "$1")" '$2 ~ p"$" && $4 == "0A" { f = 1 } END { exit !f }' /proc/net/tcp
-}
 passes() {
 	local n
 	n=$(grep -c '^memcheck: PASS' "$WORK/$1.out" 2>/dev/null)
@@ -61,15 +55,7 @@ hop() {
 	timeout -k 5 "$MIG_TIMEOUT" "$VMM" migrate "$WORK/$from.sock" "tcp:127.0.0.1:$PORT" "$@" \
 		>"$WORK/$test.migrate" 2>&1
 	rc=$?
-	# A successful migration ends the source by itself; bound the wait anyway.
-	local src_rc=0
-	if [ $rc -eq 0 ] && wait_for $((10 * SLOW)) gone "$src_pid"; then
-		wait "$src_pid"
-		src_rc=$?
-	elif [ $rc -eq 0 ]; then
-		src_rc="still running"
-	fi
-	kill -9 "$src_pid" 2>/dev/null
+	reap_source "$src_pid" $rc
 	src_pid=$dst_pid
 	if [ $rc -ne 0 ] || [ "$src_rc" != 0 ]; then
 		fail "$test" "vmm migrate: status $rc, source vmm: status $src_rc" "$(cat "$WORK/$test.migrate")" \

@@ -16,10 +16,6 @@ RECORDS=300
 ARGS="--mem 128M --balloon free-page-hint,free-page-reporting --disk $img,id=data"
 GUEST="mkdir -p /mnt; mount /dev/vda /mnt; disklog write /mnt/a 200 1000 | tail -1; (disklog read /mnt/a 200 50 60; echo reader-rc \$?) & disklog write /mnt/log $RECORDS 10; echo disklog-rc \$?; wait; umount /mnt && echo umounted; while true; do sleep 1; done"
 
-gone() { ! kill -0 "$1" 2>/dev/null; }
-port_open() {
-	awk -v p="$(printf ':%04X' "$1")" '$2 ~ p"$" && $4 == "0A" { f = 1 } END { exit !f }' /proc/net/tcp
-}
 out() { tr -d '\r' 2>/dev/null <"$WORK/$1.out"; }
 has() { out "$1" | grep -Eq -- "$2"; }
 wrote() { out "$1" | awk '$1 == "disklog:" && $2 == "wrote" { v = $3 } END { print v + 0 }'; }

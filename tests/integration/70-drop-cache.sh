@@ -39,10 +39,6 @@ GUEST=$(echo "$GUEST" | tr '\n' ' ')
 case "$GUEST" in *'"'*) echo "70-drop-cache.sh: the guest script must not contain double quotes" >&2; exit 1 ;; esac
 
 next_port() { PORT=$((PORT + 1)); }
-gone() { ! kill -0 "$1" 2>/dev/null; }
-port_open() {
-	awk -v p="$(printf ':%04X' "$1")" '$2 ~ p"$" && $4 == "0A" { f = 1 } END { exit !f }' /proc/net/tcp
-}
 stats() { "$VMM" balloon "$WORK/$1.sock" --stats 2>/dev/null; }
 seen() { [ -e "$WORK/$1.out" ] && out_of "$1" | grep -q "^$2"; }
 value_below() { local v; v=$(last_value "$1" "$2"); [ -n "$v" ] && [ "$v" -lt "$3" ]; }
@@ -64,7 +60,7 @@ start_src() {
 # stderr in $WORK/TO.migrate. 0 when the migration completed and the
 # source exited 0; the destination becomes $src_pid.
 hop() {
-	local from=$1 to=$2 rc src_rc=0
+	local from=$1 to=$2 rc
 	shift 2
 	next_port
 	"$VMM" run --incoming "tcp:127.0.0.1:$PORT" --mem 512M $BALLOON $DST_ARGS \
@@ -74,13 +70,7 @@ hop() {
 	timeout -k 5 "$MIG_TIMEOUT" "$VMM" migrate "$WORK/$from.sock" "tcp:127.0.0.1:$PORT" --json "$@" \
 		>"$WORK/$to.json" 2>"$WORK/$to.migrate"
 	rc=$?
-	if [ $rc -eq 0 ] && wait_for $((10 * SLOW)) gone "$src_pid"; then
-		wait "$src_pid"
-		src_rc=$?
-	elif [ $rc -eq 0 ]; then
-		src_rc="still running"
-	fi
-	kill -9 "$src_pid" 2>/dev/null
+	reap_source "$src_pid" $rc
 	src_pid=$dst_pid
 	dst_pid=
 	# The destination's console file starts empty: its lines are the guest's from now on.

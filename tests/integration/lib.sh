@@ -64,6 +64,29 @@ wait_for() {
 	return 1
 }
 
+gone() { ! kill -0 "$1" 2>/dev/null; }
+
+# Whether something listens on the port, without connecting to it: a
+# migration destination takes the first connection as its source.
+port_open() {
+	awk -v p="$(printf ':%04X' "$1")" '$2 ~ p"$" && $4 == "0A" { f = 1 } END { exit !f }' /proc/net/tcp
+}
+
+# reap_source PID RC: after `vmm migrate` returned RC, sets src_rc to how
+# the source vmm PID ended: its exit status (a completed migration ends it;
+# the wait is bounded), "still running", or 0 after a failed migration.
+# Then the source is killed either way.
+reap_source() {
+	src_rc=0
+	if [ "$2" -eq 0 ] && wait_for $((10 * SLOW)) gone "$1"; then
+		wait "$1"
+		src_rc=$?
+	elif [ "$2" -eq 0 ]; then
+		src_rc="still running"
+	fi
+	kill -9 "$1" 2>/dev/null
+}
+
 # guest_rss_mib PID MEM_MIB: resident MiB of vmm's guest-RAM mapping (the
 # anonymous mapping whose size is the guest's memory).
 guest_rss_mib() {
