@@ -50,6 +50,24 @@ static void range_op(struct bitmap *b, uint64_t first, uint64_t n, bool set)
 	}
 }
 
+void bitmap_atomic_set_range(struct bitmap *b, uint64_t first, uint64_t n)
+{
+	uint64_t end;
+
+	if (first >= b->nbits)
+		return;
+	end = n > b->nbits - first ? b->nbits : first + n;
+	while (first < end) {
+		uint64_t w = first / 64;
+		unsigned lo = first % 64;
+		unsigned hi = end - w * 64 >= 64 ? 64 : (unsigned)(end - w * 64);
+
+		atomic_fetch_or_explicit((_Atomic uint64_t *)&b->words[w], word_mask(lo, hi),
+					 memory_order_relaxed);
+		first = w * 64 + hi;
+	}
+}
+
 void bitmap_set_range(struct bitmap *b, uint64_t first, uint64_t n)
 {
 	range_op(b, first, n, true);

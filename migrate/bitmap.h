@@ -44,6 +44,9 @@ static inline bool bitmap_test(const struct bitmap *b, uint64_t bit)
 void bitmap_set_range(struct bitmap *b, uint64_t first, uint64_t n);
 void bitmap_clear_range(struct bitmap *b, uint64_t first, uint64_t n);
 void bitmap_set_all(struct bitmap *b);
+/* bitmap_set_range for a bitmap that several threads set bits in at once
+ * (word by word, with atomic OR). */
+void bitmap_atomic_set_range(struct bitmap *b, uint64_t first, uint64_t n);
 void bitmap_clear_all(struct bitmap *b);
 
 /* dst |= src; both must have the same nbits (-EINVAL otherwise). */

@@ -232,18 +232,45 @@ void dirty_destroy(struct dirty_log *d)
 	d->slot_bits = d->clear_bits = NULL;
 }
 
+int dirty_mode_parse(const char *s, enum dirty_mode *out)
+{
+	if (!strcmp(s, "auto"))
+		*out = DIRTY_MODE_AUTO;
+	else if (!strcmp(s, "clear-log"))
+		*out = DIRTY_MODE_CLEAR_LOG;
+	else if (!strcmp(s, "get-log"))
+		*out = DIRTY_MODE_GET_LOG;
+	else
+		return -EINVAL;
+	return 0;
+}
+
 int dirty_start(struct dirty_log *d, char *err, size_t errlen)
 {
+	int rc;
+
 	if (d->started)
 		return errf(-EALREADY, err, errlen, "dirty logging is already on");
-	return d->ops->start(d, err, errlen);
+	rc = d->ops->start(d, err, errlen);
+	if (!rc)
+		d->report_all = true;
+	return rc;
 }
 
 int dirty_sync(struct dirty_log *d, struct bitmap *out, char *err, size_t errlen)
 {
+	int rc;
+
 	if (!d->started)
 		return errf(-EINVAL, err, errlen, "dirty logging is off");
-	return d->ops->sync(d, out, err, errlen);
+	/* The strategy's sync runs anyway: in get-log mode it is what clears
+	 * and re-protects. */
+	rc = d->ops->sync(d, out, err, errlen);
+	if (!rc && d->report_all) {
+		bitmap_set_all(out);
+		d->report_all = false;
+	}
+	return rc;
 }
 
 int dirty_clear(struct dirty_log *d, uint64_t first_page, uint64_t npages, char *err,

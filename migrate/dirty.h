@@ -17,7 +17,11 @@
  *   write-protected yet, which is what makes start cheap on big guests).
  * - "get-log": the plain mode, for kernels without PROTECT2:
  *   KVM_GET_DIRTY_LOG reads, clears and re-protects in one go, so
- *   dirty_clear() does nothing.
+ *   dirty_clear() does nothing. Turning logging on write-protects every
+ *   page, so KVM's first log holds only the writes since; the first sync
+ *   adds every page itself.
+ * In every mode the first sync after dirty_start() reports every page: the
+ * bulk pass of a migration relies on it.
  *
  * The pre-copy loop must go sync, then clear the pages to send, then read
  * and send them. Clearing before reading is what makes a write that lands
@@ -66,6 +70,7 @@ struct dirty_log {
 	uint64_t *slot_bits;  /* KVM_GET_DIRTY_LOG buffer, sized for the largest slot */
 	uint64_t *clear_bits; /* KVM_CLEAR_DIRTY_LOG mask buffer, same size */
 	bool started;
+	bool report_all;      /* the next sync is the first: every page */
 };
 
 /* Picks the mode. For clear-log it checks KVM_CHECK_EXTENSION on the VM fd
@@ -76,9 +81,15 @@ int dirty_init(struct dirty_log *d, int vm_fd, struct guest_mem *mem, enum dirty
 	       char *err, size_t errlen);
 void dirty_destroy(struct dirty_log *d);
 
+/* "auto", "clear-log" or "get-log" (the VMM_DIRTY_LOG environment
+ * variable, for tests and for hosts where one mode misbehaves). 0 or
+ * -EINVAL. */
+int dirty_mode_parse(const char *s, enum dirty_mode *out);
+
 /* Sets KVM_MEM_LOG_DIRTY_PAGES on every slot. */
 int dirty_start(struct dirty_log *d, char *err, size_t errlen);
-/* ORs the pages dirtied since the last clear into out (guest_mem_pages bits). */
+/* ORs the pages dirtied since the last clear into out (guest_mem_pages
+ * bits); the first sync after dirty_start() sets every bit. */
 int dirty_sync(struct dirty_log *d, struct bitmap *out, char *err, size_t errlen);
 /* Re-protects pages [first_page, first_page + npages) of the mapping before
  * they are sent; the range may span slots but not leave RAM. */

@@ -2,16 +2,23 @@
  * for one source, accepts as many connections as its HELLO announces,
  * checks and loads the whole stream into a VM that has not run, and only
  * then lets vm_run() start the vCPUs. Connection 0 is read here (HELLO,
- * RAM, the state, END); connections 1..N-1 carry RAM only and are read by
- * their own threads (receiver.c), which must all have reached their END
- * before the first state section is loaded. Anything wrong ends with one
- * line and a non-zero exit: a partial guest never runs. */
+ * RAM, the state, END, COMMIT); connections 1..N-1 carry RAM only and are
+ * read by their own threads (receiver.c), which must all have reached their
+ * END before the first state section is loaded.
+ *
+ * The commit protocol (docs/migration.md): after END, and only once every
+ * page of RAM and every state section the VM needs has arrived and loaded,
+ * this side says READY and waits (bounded) for the source's COMMIT. The
+ * guest runs here only after COMMIT, and RUNNING tells the source so.
+ * Anything wrong before COMMIT ends with one line and a non-zero exit: a
+ * partial guest, or one the source may still resume, never runs. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "migrate/failpoint.h"
 #include "migrate/migration.h"
 #include "migrate/ram.h"
 #include "migrate/receiver.h"
@@ -25,6 +32,7 @@
 #include "vmm/vm.h"
 
 #define JOIN_TIMEOUT_MS 30000 /* for connections 1..N-1 to arrive and JOIN */
+#define COMMIT_TIMEOUT_MS 30000 /* from READY to the source's COMMIT */
 #define MAX_CONNECTIONS 16
 
 struct receiver {
@@ -35,6 +43,10 @@ struct receiver {
 	unsigned connections; /* HELLO's */
 	bool lanes_done;
 	int listen_fd;
+	/* State sections loaded so far: each exactly once before READY. */
+	bool got_vm, got_uart;
+	bool *got_vcpu;                 /* [ncpus] */
+	bool got_virtio[VIRTIO_MMIO_MAX_DEVICES];
 };
 
 static int refuse(struct receiver *r, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -98,27 +110,49 @@ static int check_hello(struct receiver *r, const struct stream_hello *got)
 		      got->devices_len, got->devices, stream_strerror(rc));
 }
 
+/* Which "loaded" flag a section sets, or NULL for an unknown section. */
+static bool *section_flag(struct receiver *r, const struct stream_state *st,
+			  struct virtio_dev **dev)
+{
+	*dev = NULL;
+	if (st->name_len == 2 && !memcmp(st->name, "vm", 2) && st->instance == 0)
+		return &r->got_vm;
+	if (st->name_len == 4 && !memcmp(st->name, "vcpu", 4) && st->instance < r->vm->ncpus)
+		return &r->got_vcpu[st->instance];
+	if (st->name_len == 4 && !memcmp(st->name, "uart", 4) && st->instance == 0)
+		return &r->got_uart;
+	*dev = vm_virtio_find(r->vm, st->name, st->name_len, st->instance);
+	for (unsigned i = 0; *dev && i < r->vm->nvirtio; i++)
+		if (r->vm->virtio[i] == *dev)
+			return &r->got_virtio[i];
+	return NULL;
+}
+
 static int load_state(struct receiver *r, const struct stream_state *st)
 {
 	struct state_reader rd;
 	struct virtio_dev *dev;
+	bool *loaded = section_flag(r, st, &dev);
 	char err[256] = "";
 	int rc = -EINVAL;
 
-	state_reader_init(&rd, st->data, st->data_len);
-	if (st->name_len == 2 && !memcmp(st->name, "vm", 2) && st->instance == 0) {
-		rc = state_load_vm(r->vm->fd, st->data, st->data_len, err, sizeof(err));
-	} else if (st->name_len == 4 && !memcmp(st->name, "vcpu", 4) && st->instance < r->vm->ncpus) {
-		rc = state_load_vcpu(r->vm->vcpus[st->instance].fd, st->data, st->data_len, err,
-				     sizeof(err));
-	} else if (st->name_len == 4 && !memcmp(st->name, "uart", 4) && st->instance == 0) {
-		rc = uart_load(&r->vm->uart, &rd);
-	} else if ((dev = vm_virtio_find(r->vm, st->name, st->name_len, st->instance))) {
-		rc = virtio_load(dev, &rd);
-	} else {
+	if (!loaded)
 		return refuse(r, -EINVAL, "unknown state section '%.*s' %u", st->name_len, st->name,
 			      st->instance);
-	}
+	if (*loaded)
+		return refuse(r, -EINVAL, "state section '%.*s' %u sent twice", st->name_len,
+			      st->name, st->instance);
+	*loaded = true;
+	state_reader_init(&rd, st->data, st->data_len);
+	if (dev)
+		rc = virtio_load(dev, &rd);
+	else if (loaded == &r->got_vm)
+		rc = state_load_vm(r->vm->fd, st->data, st->data_len, err, sizeof(err));
+	else if (loaded == &r->got_uart)
+		rc = uart_load(&r->vm->uart, &rd);
+	else
+		rc = state_load_vcpu(r->vm->vcpus[st->instance].fd, st->data, st->data_len, err,
+				     sizeof(err));
 	if (rc)
 		return refuse(r, rc, "bad state section '%.*s' %u%s%s", st->name_len, st->name,
 			      st->instance, err[0] ? ": " : "", err);
@@ -238,6 +272,43 @@ static int wait_lanes(struct receiver *r)
 	return rc;
 }
 
+/* Before READY: every page of RAM and every state section this VM needs
+ * arrived. A stream that ends early (a source that sent END right after
+ * PRECOPY_DONE, or lost a section) must not start a guest with missing
+ * memory or reset vCPUs. */
+static int check_complete(struct receiver *r)
+{
+	uint64_t missing = recv_missing_pages(&r->rx);
+
+	if (missing)
+		return refuse(r, -EPROTO, "incomplete stream: %llu pages of guest memory never arrived",
+			      (unsigned long long)missing);
+	if (!r->got_vm)
+		return refuse(r, -EPROTO, "incomplete stream: no VM state");
+	for (unsigned i = 0; i < r->vm->ncpus; i++)
+		if (!r->got_vcpu[i])
+			return refuse(r, -EPROTO, "incomplete stream: no state for vCPU %u", i);
+	if (!r->got_uart)
+		return refuse(r, -EPROTO, "incomplete stream: no UART state");
+	for (unsigned i = 0; i < r->vm->nvirtio; i++)
+		if (!r->got_virtio[i])
+			return refuse(r, -EPROTO, "incomplete stream: no state for device %s%u",
+				      r->vm->virtio[i]->ops->name, r->vm->virtio[i]->instance);
+	return 0;
+}
+
+/* A fault injected at point with the action "reset": the connections go
+ * down as a reset link would take them. */
+static int inject(struct receiver *r, const char *point)
+{
+	if (!failpoint(point))
+		return 0;
+	for (unsigned i = 0; i < MAX_CONNECTIONS; i++)
+		if (r->lanes[i] && r->lanes[i]->conn_open)
+			mig_conn_close(&r->lanes[i]->conn), r->lanes[i]->conn_open = false;
+	return refuse(r, -ECONNRESET, "fault injected at %s", point);
+}
+
 static int setup(struct receiver *r, const struct stream_hello *hello)
 {
 	int rc = check_hello(r, hello);
@@ -273,15 +344,19 @@ static int handle(struct receiver *r, const struct stream_record *rec)
 		mig_trace("destination: HELLO");
 		rc = setup(r, &rec->hello);
 		mig_trace("destination: %u connections joined", r->connections);
-		return rc;
-	case STREAM_RAM: return recv_load_ram(r->lanes[0], rec);
+		return rc ? rc : inject(r, "dest-setup");
+	case STREAM_RAM:
+		if (!r->lanes[0]->records_ram++ && (rc = inject(r, "dest-bulk")))
+			return rc;
+		return recv_load_ram(r->lanes[0], rec);
 	case STREAM_ITER:
 		mig_trace("destination: ITER %u", rec->iteration);
-		return 0;
+		return rec->iteration == 1 ? inject(r, "dest-iterate") : 0;
 	case STREAM_SYNC: return ack(r, STREAM_PHASE_SYNCED);
 	case STREAM_PRECOPY_DONE:
 		mig_trace("destination: PRECOPY_DONE");
-		return ack(r, STREAM_PHASE_PRECOPY_DONE);
+		rc = inject(r, "dest-stop-copy");
+		return rc ? rc : ack(r, STREAM_PHASE_PRECOPY_DONE);
 	case STREAM_STATE:
 		/* State goes in only once all RAM is there. */
 		if (!r->lanes_done)
@@ -291,6 +366,8 @@ static int handle(struct receiver *r, const struct stream_record *rec)
 	case STREAM_END:
 		rc = wait_lanes(r);
 		mig_trace("destination: END");
+		if (!rc)
+			rc = inject(r, "dest-end");
 		return rc ? rc : 1;
 	}
 	return refuse(r, -EPROTO, "unexpected record type %u from the source", rec->type);
@@ -300,14 +377,48 @@ static int receive(struct receiver *r)
 {
 	for (;;) {
 		struct stream_record rec;
-		int rc = recv_lane_next(r->lanes[0], &rec, RECV_TIMEOUT_MS);
+		int rc = recv_lane_next(r->lanes[0], &rec, mig_timeout_ms(RECV_TIMEOUT_MS));
 
 		if (rc < 0)
 			return rc;
 		rc = handle(r, &rec);
 		if (rc)
-			return rc;
+			return rc > 0 ? 0 : rc;
 	}
+}
+
+/* Everything is here and loaded: READY, then the source's COMMIT within a
+ * bound. Without it the guest must not run here: the source may resume it. */
+static int commit(struct receiver *r)
+{
+	struct stream_record rec;
+	int timeout = mig_timeout_ms(COMMIT_TIMEOUT_MS), rc = check_complete(r);
+
+	if (!rc)
+		rc = ack(r, STREAM_PHASE_READY);
+	mig_trace("destination: READY sent");
+	if (!rc)
+		rc = inject(r, "dest-ready");
+	if (rc)
+		return rc;
+	rc = recv_lane_next(r->lanes[0], &rec, timeout);
+	if (rc == -ETIMEDOUT) {
+		pthread_mutex_lock(&r->rx.lock);
+		snprintf(r->rx.err, sizeof(r->rx.err),
+			 "no COMMIT from the source within %.1f s of READY: the guest does not run here",
+			 timeout / 1000.0);
+		pthread_mutex_unlock(&r->rx.lock);
+	}
+	if (rc < 0)
+		return rc;
+	if (rec.type == STREAM_ERROR)
+		return refuse(r, -EPROTO, "the source gave up: %.*s", rec.error.reason_len,
+			      rec.error.reason);
+	rc = stream_seq_next(&r->lanes[0]->seq, &rec);
+	if (rc)
+		return refuse(r, rc, "expected COMMIT: %s", stream_strerror(rc));
+	mig_trace("destination: COMMIT");
+	return inject(r, "dest-commit");
 }
 
 static int accept_source(struct receiver *r, const char *uri)
@@ -352,14 +463,23 @@ int migrate_incoming(struct vm *vm, const char *uri)
 		die("incoming migration: out of memory");
 	r->vm = vm;
 	r->listen_fd = -1;
-	recv_shared_init(&r->rx, vm);
+	r->got_vcpu = calloc(vm->ncpus, sizeof(*r->got_vcpu));
+	if (!r->got_vcpu || recv_shared_init(&r->rx, vm))
+		die("incoming migration: out of memory");
 	recv_ram_begin(vm);
 	rc = accept_source(r, uri);
 	if (!rc)
 		rc = receive(r);
-	if (rc == 1)
-		rc = ack(r, STREAM_PHASE_COMPLETE);
-	mig_trace("destination: COMPLETE sent, process CPU %.0f ms", mig_trace_cpu_ms());
+	if (!rc)
+		rc = commit(r);
+	if (!rc) {
+		/* Committed: the guest is this side's, whatever happens to the
+		 * answer. A source that misses it keeps its copy paused. */
+		if (ack(r, STREAM_PHASE_RUNNING))
+			log_err("incoming migration: committed, but RUNNING did not reach the "
+				"source (%s); the guest runs here", r->rx.err);
+		mig_trace("destination: RUNNING sent, process CPU %.0f ms", mig_trace_cpu_ms());
+	}
 	if (rc) {
 		stop_lanes(r);
 		if (r->lanes[0] && r->lanes[0]->conn_open) {
@@ -377,6 +497,8 @@ int migrate_incoming(struct vm *vm, const char *uri)
 	if (r->listen_fd >= 0)
 		close(r->listen_fd);
 	recv_ram_end(vm);
+	recv_shared_free(&r->rx);
+	free(r->got_vcpu);
 	free(r);
 	if (!rc)
 		vm_virtio_resume(vm);

@@ -31,9 +31,12 @@ enum migrate_phase {
 	MIGRATE_BULK,
 	MIGRATE_ITERATE,
 	MIGRATE_STOP_COPY,
-	MIGRATE_COMPLETED,
-	MIGRATE_FAILED,
+	MIGRATE_COMMITTED,   /* COMMIT sent: the source never resumes on its own from here */
+	/* Final phases. */
+	MIGRATE_COMPLETED,   /* the destination said RUNNING */
+	MIGRATE_FAILED,      /* before COMMIT: the source guest runs again */
 	MIGRATE_CANCELLED,
+	MIGRATE_UNKNOWN,     /* COMMIT sent, RUNNING never seen: the guest stays paused here */
 };
 
 struct migrate_stats {
@@ -48,6 +51,7 @@ struct migrate_stats {
 	double dirty_pages_per_s;
 	double bandwidth_bps;
 	unsigned throttle_pct;
+	uint64_t throttled_ns;     /* time auto-converge held the vCPUs stopped */
 	bool guest_cache_dropped;  /* the hint round asked the guest to drop its caches */
 	uint64_t drop_cache_wait_ns; /* the bulk pass waited this long for that round */
 };
@@ -62,7 +66,8 @@ struct migration {
 	pthread_cond_t cond;
 	enum migrate_phase phase;
 	bool final_seen;      /* a status query saw the final phase */
-	char error[256];
+	char error[320];
+	const char *dirty_log; /* the dirty-log mode in use, once logging is on */
 	struct migrate_stats st;
 };
 
@@ -74,8 +79,18 @@ const char *migrate_drop_cache_note(struct vm *vm, const struct migrate_options 
 int migrate_start(struct vm *vm, const struct migrate_options *opt, char *err, size_t errlen);
 /* The status and figures, for "migrate-status". */
 json_t *migrate_status_json(struct vm *vm);
-/* Asks a running migration to stop; the source resumes. -ENOENT if none. */
+/* Asks a running migration to stop; the source resumes. -ENOENT if none,
+ * -EBUSY once COMMIT was sent (too late: the destination may run it). */
 int migrate_cancel(struct vm *vm);
+/* Whether a migration is between its start and its final phase. */
+bool migrate_running(struct vm *vm);
+/* Whether the last migration ended with its outcome unknown (the guest is
+ * held paused here). */
+bool migrate_outcome_unknown(struct vm *vm);
+/* `vmm resume --force`: the operator decided that the guest did not start
+ * at the destination; it runs here again. -ENOENT when no migration left
+ * the guest paused. */
+int migrate_force_resume(struct vm *vm);
 /* Joins the thread at tear-down. */
 void migrate_destroy(struct vm *vm);
 

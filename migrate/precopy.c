@@ -19,6 +19,7 @@
 
 #include "migrate/bitmap.h"
 #include "migrate/dirty.h"
+#include "migrate/failpoint.h"
 #include "migrate/ram.h"
 #include "migrate/sender.h"
 #include "migrate/state.h"
@@ -32,8 +33,10 @@
 #include "vmm/vm.h"
 
 #define MAX_ITERATIONS 60
-#define IO_TIMEOUT_MS SEND_IO_TIMEOUT_MS
+#define IO_TIMEOUT_MS mig_timeout_ms(SEND_IO_TIMEOUT_MS)
 #define DROP_CACHE_WAIT_MS 10000
+#define THROTTLE_STEP 20
+#define THROTTLE_MAX 99 /* as QEMU's default: the guest always gets some time */
 
 /* Everything the coordinating thread owns. */
 struct sender {
@@ -49,6 +52,8 @@ struct sender {
 	bool hint_due;                  /* a round ran: DONE is due */
 	uint64_t hinted_before;         /* pages hinted out before this round */
 	bool paused;
+	bool committed;                 /* COMMIT is (being) sent: never resume from here */
+	uint64_t session;
 	uint32_t section_id;
 	uint32_t state_count;
 	double pages_per_s;             /* measured over the last pass */
@@ -92,6 +97,16 @@ static int check_abort(struct sender *s)
 	return 0;
 }
 
+/* A fault injected at point with the action "reset": every connection goes
+ * down as a reset link would take it, and the migration fails. */
+static int inject(struct sender *s, const char *point)
+{
+	if (!failpoint(point))
+		return 0;
+	ram_sender_shutdown(&s->rs);
+	return fail(s, -ECONNRESET, "fault injected at %s", point);
+}
+
 static int send_record(struct sender *s, const uint8_t *buf, ssize_t len)
 {
 	int rc;
@@ -116,9 +131,18 @@ static int sync_dirty(struct sender *s)
 	return rc ? fail(s, rc, "%s", err) : 0;
 }
 
+/* Writes to the figures `vmm migrate` reads, under their lock. */
+#define STAT_SET(s, stmt)                        \
+	do {                                     \
+		pthread_mutex_lock(&(s)->m->lock);   \
+		stmt;                            \
+		pthread_mutex_unlock(&(s)->m->lock); \
+	} while (0)
+
 /* Auto-converge: while throttle_pct is set, this thread holds the vCPUs for
- * that share of every 50 ms. It runs beside the sender, which must not
- * slow down with them. */
+ * that share of every 50 ms, and counts the time it held them (the guest
+ * is stopped then too, though no downtime figure shows it). It runs beside
+ * the sender, which must not slow down with them. */
 static void *throttle_thread(void *arg)
 {
 	struct sender *s = arg;
@@ -128,9 +152,12 @@ static void *throttle_thread(void *arg)
 		struct timespec on = { .tv_nsec = (long)pct * 500000L };
 		struct timespec off = { .tv_nsec = (long)(100 - pct) * 500000L };
 
-		if (pct && vm_pause(s->vm, 1000) == 0) {
+		if (pct && vm_pause(s->vm, VM_PAUSE_THROTTLE, 1000) == 0) {
+			uint64_t t0 = now_ns();
+
 			nanosleep(&on, NULL);
-			vm_resume(s->vm);
+			vm_resume(s->vm, VM_PAUSE_THROTTLE);
+			STAT_SET(s, s->m->st.throttled_ns += now_ns() - t0);
 		}
 		nanosleep(&off, NULL);
 	}
@@ -174,7 +201,7 @@ static void hint_round_start(struct sender *s)
 		return;
 	s->hinting = true;
 	s->hint_due = true;
-	s->m->st.hint_rounds++;
+	STAT_SET(s, s->m->st.hint_rounds++);
 	if (!drop)
 		return;
 	/* The guest drops its caches before it hints. Let its round finish
@@ -183,8 +210,8 @@ static void hint_round_start(struct sender *s)
 	for (int ms = 0; ms < DROP_CACHE_WAIT_MS && !atomic_load(&s->m->cancel); ms += 100)
 		if (balloon_hint_wait(b, 100) == 0)
 			break;
-	s->m->st.guest_cache_dropped = true;
-	s->m->st.drop_cache_wait_ns = now_ns() - t0;
+	STAT_SET(s, s->m->st.guest_cache_dropped = true;
+		 s->m->st.drop_cache_wait_ns = now_ns() - t0);
 }
 
 /* Before each sync: STOP. The guest keeps the blocks it hinted (they stay
@@ -235,6 +262,13 @@ static int expect_ack(struct sender *s, enum stream_phase phase)
 	struct stream_record rec;
 	size_t used;
 	int rc = next_reply(s, &rec, &used, IO_TIMEOUT_MS);
+
+	if (rc == -ETIMEDOUT) {
+		pthread_mutex_lock(&s->m->lock);
+		snprintf(s->m->error, sizeof(s->m->error),
+			 "the destination did not answer within %.1f s", IO_TIMEOUT_MS / 1000.0);
+		pthread_mutex_unlock(&s->m->lock);
+	}
 
 	if (rc < 0)
 		return rc;
@@ -308,6 +342,8 @@ static int setup(struct sender *s)
 	struct transport_addr addr;
 	struct stream_hello hello = { 0 };
 	char err[256], devices[STREAM_MAX_DEVICES_LEN + 1];
+	enum dirty_mode mode = DIRTY_MODE_AUTO;
+	const char *mode_env;
 	uint8_t buf[512];
 	int fd, rc;
 
@@ -331,7 +367,7 @@ static int setup(struct sender *s)
 	hello.ram_size = s->vm->mem.size;
 	hello.connections = (uint16_t)s->rs.nlanes;
 	hello.stripe_shift = SEND_STRIPE_SHIFT;
-	hello.session = new_session();
+	hello.session = s->session = new_session();
 	hello.devices = devices;
 	hello.devices_len = (uint16_t)strlen(devices);
 	mig_trace("source: connected");
@@ -348,13 +384,20 @@ static int setup(struct sender *s)
 	if (rc)
 		return rc;
 	mig_trace("source: %u connections joined", s->rs.nlanes);
-	rc = dirty_init(&s->dirty, s->vm->fd, &s->vm->mem, DIRTY_MODE_AUTO, err, sizeof(err));
+	if ((rc = inject(s, "source-setup")))
+		return rc;
+	mode_env = getenv("VMM_DIRTY_LOG");
+	if (mode_env && dirty_mode_parse(mode_env, &mode))
+		return fail(s, -EINVAL, "VMM_DIRTY_LOG must be auto, clear-log or get-log, not '%s'",
+			    mode_env);
+	rc = dirty_init(&s->dirty, s->vm->fd, &s->vm->mem, mode, err, sizeof(err));
 	if (!rc) {
 		s->dirty_on = true;
 		rc = dirty_start(&s->dirty, err, sizeof(err));
 	}
 	if (rc)
 		return fail(s, rc, "%s", err);
+	STAT_SET(s, s->m->dirty_log = dirty_mode_name(&s->dirty));
 	rc = ram_sender_start(&s->rs);
 	mig_trace("source: dirty logging on");
 	return rc ? fail(s, rc, "cannot start the sending threads") : 0;
@@ -374,11 +417,12 @@ static int send_state(struct sender *s, const char *name, uint32_t instance,
 		return fail(s, -ENOMEM, "out of memory");
 	rc = send_record(s, buf, stream_encode_state(buf, cap, name, instance, STATE_SECTION_VERSION,
 						     ++s->section_id, w->buf, w->len));
-	if (!rc) /* the buffer is freed right away: wait for it */
-		rc = mig_conn_flush(&s->conn, IO_TIMEOUT_MS);
+	/* The buffer is freed right away: wait for it. */
+	if (!rc && (rc = mig_conn_flush(&s->conn, IO_TIMEOUT_MS)))
+		rc = fail(s, rc, "sending %s state: %s", name, strerror(-rc));
 	free(buf);
 	s->state_count++;
-	return rc > 0 ? -EIO : rc;
+	return rc;
 }
 
 static int save_all_state(struct sender *s)
@@ -424,6 +468,35 @@ static void stop_throttle(struct sender *s)
 	s->throttler_started = false;
 }
 
+/* READY came: everything is at the destination and loaded. From the
+ * moment COMMIT may leave, the source never resumes on its own: the
+ * destination runs the guest as soon as COMMIT arrives, and only its
+ * RUNNING says that happened. Without RUNNING the outcome is unknown and
+ * the guest stays paused here (docs/migration.md, "The commit protocol"). */
+static int commit(struct sender *s)
+{
+	uint8_t buf[64];
+	int rc;
+
+	s->committed = true;
+	set_phase(s->m, MIGRATE_COMMITTED);
+	rc = send_record(s, buf, stream_encode_commit(buf, sizeof(buf), s->session));
+	if (!rc && (rc = mig_conn_flush(&s->conn, IO_TIMEOUT_MS)))
+		rc = fail(s, rc, "sending COMMIT: %s", strerror(-rc));
+	mig_trace("source: COMMIT sent");
+	if (!rc)
+		rc = inject(s, "source-commit");
+	if (!rc)
+		rc = expect_ack(s, STREAM_PHASE_RUNNING);
+	if (!rc) {
+		/* The guest runs at the destination from here: what the
+		 * source does afterwards is cleanup, not migration time. */
+		STAT_SET(s, s->m->st.end_ns = now_ns());
+	}
+	mig_trace("source: RUNNING, process CPU %.0f ms", mig_trace_cpu_ms());
+	return rc;
+}
+
 static int stop_and_copy(struct sender *s)
 {
 	const struct send_pass last = { .precopy_done = true, .end = true };
@@ -434,8 +507,8 @@ static int stop_and_copy(struct sender *s)
 	stop_throttle(s);
 	/* While the guest still runs here, so it takes its blocks back now. */
 	hint_rounds_end(s);
-	s->m->st.paused_ns = now_ns();
-	rc = vm_pause(s->vm, 5000);
+	STAT_SET(s, s->m->st.paused_ns = now_ns());
+	rc = vm_pause(s->vm, VM_PAUSE_MIGRATION, 5000);
 	if (rc)
 		return fail(s, rc, "cannot pause the vCPUs: %s", strerror(-rc));
 	mig_trace("source: paused");
@@ -444,7 +517,9 @@ static int stop_and_copy(struct sender *s)
 	rc = vm_virtio_pause(s->vm);
 	if (rc)
 		return fail(s, rc, "cannot pause the devices: %s", strerror(-rc));
-	rc = sync_dirty(s);
+	rc = inject(s, "source-stop-copy");
+	if (!rc)
+		rc = sync_dirty(s);
 	if (!rc)
 		rc = ram_sender_pass(&s->rs, &last);
 	mig_trace("source: last pass sent");
@@ -454,25 +529,17 @@ static int stop_and_copy(struct sender *s)
 	if (!rc)
 		rc = send_record(s, buf, stream_encode_end(buf, sizeof(buf), s->rs.lanes[0].ram_pages,
 							   s->state_count));
-	if (!rc) {
-		rc = mig_conn_flush(&s->conn, IO_TIMEOUT_MS);
-		if (rc)
-			rc = fail(s, rc, "sending: %s", strerror(-rc));
-	}
+	if (!rc && (rc = mig_conn_flush(&s->conn, IO_TIMEOUT_MS)))
+		rc = fail(s, rc, "sending: %s", strerror(-rc));
+	if (!rc)
+		rc = inject(s, "source-end");
 	if (!rc)
 		rc = expect_ack(s, STREAM_PHASE_PRECOPY_DONE);
 	mig_trace("source: PRECOPY_DONE acknowledged");
 	if (!rc)
-		rc = expect_ack(s, STREAM_PHASE_COMPLETE);
-	if (!rc) {
-		/* The guest runs at the destination from here: what the
-		 * source does afterwards is cleanup, not migration time. */
-		pthread_mutex_lock(&s->m->lock);
-		s->m->st.end_ns = now_ns();
-		pthread_mutex_unlock(&s->m->lock);
-	}
-	mig_trace("source: COMPLETE, process CPU %.0f ms", mig_trace_cpu_ms());
-	return rc;
+		rc = expect_ack(s, STREAM_PHASE_READY);
+	mig_trace("source: READY");
+	return rc ? rc : commit(s);
 }
 
 /* After a pass that sent pages - pages0 pages since t0. */
@@ -501,7 +568,7 @@ static int precopy(struct sender *s)
 {
 	struct send_pass pass = { .bulk = true, .iter = true, .iteration = 0 };
 	uint64_t prev = UINT64_MAX, t0, pages0;
-	unsigned stuck = 0;
+	unsigned stuck = 0, iterations = 0, throttle = 0;
 	int rc;
 
 	set_phase(s->m, MIGRATE_BULK);
@@ -534,25 +601,29 @@ static int precopy(struct sender *s)
 		dirty = bitmap_count(&s->rs.send);
 		mig_trace("source: sync: %llu dirty pages", (unsigned long long)dirty);
 		est_ms = s->pages_per_s > 0 ? (double)dirty * 1000.0 / s->pages_per_s : 1e9;
-		pthread_mutex_lock(&s->m->lock);
-		s->m->st.remaining_pages = dirty;
-		pthread_mutex_unlock(&s->m->lock);
-		if (est_ms <= s->m->opt.downtime_ms || s->m->st.iterations >= MAX_ITERATIONS)
+		STAT_SET(s, s->m->st.remaining_pages = dirty);
+		if (est_ms <= s->m->opt.downtime_ms || iterations >= MAX_ITERATIONS)
 			return stop_and_copy(s);
-		/* Auto-converge: iterations that stop shrinking throttle the vCPUs. */
-		if (dirty * 10 >= prev * 9 && ++stuck >= 2 && s->m->st.throttle_pct < 90) {
-			s->m->st.throttle_pct += 20;
-			atomic_store(&s->throttle_pct, s->m->st.throttle_pct);
+		/* Auto-converge: iterations that stop shrinking throttle the
+		 * vCPUs, never all the way (99% at most: the guest always runs). */
+		if (dirty * 10 >= prev * 9 && ++stuck >= 2 && throttle < THROTTLE_MAX) {
+			throttle = throttle + THROTTLE_STEP < THROTTLE_MAX ? throttle + THROTTLE_STEP
+									   : THROTTLE_MAX;
+			STAT_SET(s, s->m->st.throttle_pct = throttle);
+			atomic_store(&s->throttle_pct, throttle);
 			if (!s->throttler_started)
 				s->throttler_started =
-					pthread_create(&s->throttler, NULL, throttle_thread, s) == 0;
+					thread_create(&s->throttler, throttle_thread, s) == 0;
 			stuck = 0;
 		}
 		prev = dirty;
-		s->m->st.iterations++;
+		iterations++;
+		STAT_SET(s, s->m->st.iterations = iterations);
+		if (iterations == 1 && (rc = inject(s, "source-iterate")))
+			return rc;
 		/* A new round after the sync, for the pages freed since. */
 		hint_round_start(s);
-		pass = (struct send_pass){ .iter = true, .iteration = s->m->st.iterations };
+		pass = (struct send_pass){ .iter = true, .iteration = iterations };
 		rc = ram_sender_pass(&s->rs, &pass);
 		if (rc)
 			return rc;
@@ -589,12 +660,14 @@ static void sender_cleanup(struct sender *s, bool ok)
 		dirty_stop(&s->dirty, err, sizeof(err));
 		dirty_destroy(&s->dirty);
 	}
-	if (!ok && s->paused) {
+	/* Before COMMIT the destination never runs the guest: resuming is
+	 * safe. After it, only the operator may decide (unknown outcome). */
+	if (!ok && s->paused && !s->committed) {
 		vm_virtio_resume(s->vm);
-		vm_resume(s->vm);
+		vm_resume(s->vm, VM_PAUSE_MIGRATION);
 	}
 	if (s->conn_open) {
-		if (!ok) {
+		if (!ok && !s->committed) {
 			uint8_t buf[512];
 			ssize_t len = stream_encode_error(buf, sizeof(buf), 1, s->m->error);
 
@@ -619,16 +692,27 @@ static void *migrate_thread(void *arg)
 	rc = sender_init(&s, m);
 	if (!rc)
 		rc = setup(&s);
-	m->st.setup_ns = now_ns();
+	STAT_SET(&s, m->st.setup_ns = now_ns());
 	if (!rc)
 		rc = precopy(&s);
-	if (rc && rc != -ECANCELED && rc != -ETIMEDOUT)
+	if (rc && rc != -ECANCELED && rc != -ETIMEDOUT && !s.committed)
 		peer_reason(&s);
 	sender_cleanup(&s, rc == 0);
 	pthread_mutex_lock(&m->lock);
 	if (rc || !m->st.end_ns)
 		m->st.end_ns = now_ns();
-	m->phase = rc == 0 ? MIGRATE_COMPLETED : rc == -ECANCELED ? MIGRATE_CANCELLED : MIGRATE_FAILED;
+	if (rc && s.committed) {
+		char why[sizeof(m->error)];
+
+		snprintf(why, sizeof(why), "%s", m->error);
+		snprintf(m->error, sizeof(m->error),
+			 "outcome unknown: COMMIT was sent but the destination never said RUNNING (%.150s);"
+			 " the guest stays paused here", why);
+	}
+	m->phase = rc == 0		? MIGRATE_COMPLETED
+		   : s.committed	? MIGRATE_UNKNOWN
+		   : rc == -ECANCELED ? MIGRATE_CANCELLED
+				      : MIGRATE_FAILED;
 	if (rc == 0) {
 		/* Give `vmm migrate` a moment to read the summary before we exit. */
 		struct timespec ts;
@@ -650,6 +734,11 @@ int migrate_start(struct vm *vm, const struct migrate_options *opt, char *err, s
 	struct migration *m = vm->migration;
 	int rc;
 
+	if (m && m->phase == MIGRATE_UNKNOWN) {
+		snprintf(err, errlen, "the outcome of the last migration is unknown and the guest is "
+				      "paused here; see `vmm resume --force`");
+		return -EBUSY;
+	}
 	if (m && m->phase != MIGRATE_FAILED && m->phase != MIGRATE_CANCELLED) {
 		snprintf(err, errlen, "a migration is already running or done");
 		return -EBUSY;
@@ -670,7 +759,7 @@ int migrate_start(struct vm *vm, const struct migrate_options *opt, char *err, s
 	m->st.start_ns = now_ns();
 	m->phase = MIGRATE_SETUP;
 	vm->migration = m;
-	rc = pthread_create(&m->thread, NULL, migrate_thread, m);
+	rc = thread_create(&m->thread, migrate_thread, m);
 	if (rc) {
 		vm->migration = NULL;
 		free(m);
@@ -681,11 +770,58 @@ int migrate_start(struct vm *vm, const struct migrate_options *opt, char *err, s
 	return 0;
 }
 
+static enum migrate_phase phase_of(struct migration *m)
+{
+	enum migrate_phase p;
+
+	if (!m)
+		return MIGRATE_IDLE;
+	pthread_mutex_lock(&m->lock);
+	p = m->phase;
+	pthread_mutex_unlock(&m->lock);
+	return p;
+}
+
 int migrate_cancel(struct vm *vm)
 {
-	if (!vm->migration)
+	enum migrate_phase p = phase_of(vm->migration);
+
+	if (!vm->migration || p >= MIGRATE_COMPLETED)
 		return -ENOENT;
+	if (p == MIGRATE_COMMITTED)
+		return -EBUSY;
 	atomic_store(&vm->migration->cancel, true);
+	return 0;
+}
+
+bool migrate_running(struct vm *vm)
+{
+	enum migrate_phase p = phase_of(vm->migration);
+
+	return p > MIGRATE_IDLE && p < MIGRATE_COMPLETED;
+}
+
+bool migrate_outcome_unknown(struct vm *vm)
+{
+	return phase_of(vm->migration) == MIGRATE_UNKNOWN;
+}
+
+int migrate_force_resume(struct vm *vm)
+{
+	struct migration *m = vm->migration;
+
+	if (phase_of(m) != MIGRATE_UNKNOWN)
+		return -ENOENT;
+	/* The thread is done: it left the guest and its devices paused. */
+	pthread_join(m->thread, NULL);
+	m->thread_started = false;
+	vm_virtio_resume(vm);
+	vm_resume(vm, VM_PAUSE_MIGRATION);
+	pthread_mutex_lock(&m->lock);
+	m->phase = MIGRATE_FAILED;
+	snprintf(m->error, sizeof(m->error),
+		 "the operator resumed the guest here after an unknown outcome");
+	pthread_mutex_unlock(&m->lock);
 	return 0;
 }
 

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "migrate/failpoint.h"
 #include "migrate/trace.h"
 #include "vmm/util.h"
 #include "vmm/vm.h"
@@ -16,9 +17,12 @@
 #define RECV_SLICE_MS 500        /* how often a waiting lane looks at the others */
 #define RECV_READ (1u << 20)   /* per recv, unless a record needs more */
 
-void recv_shared_init(struct recv_shared *rx, struct vm *vm)
+int recv_shared_init(struct recv_shared *rx, struct vm *vm)
 {
 	memset(rx, 0, sizeof(*rx));
+	if (bitmap_alloc(&rx->covered, guest_mem_pages(&vm->mem)))
+		return -ENOMEM;
+	atomic_store(&rx->progress_ns, now_ns());
 	rx->vm = vm;
 	for (unsigned i = 0; i < vm->mem.nregions; i++)
 		rx->regions[i] = (struct stream_region){ vm->mem.regions[i].gpa,
@@ -26,6 +30,17 @@ void recv_shared_init(struct recv_shared *rx, struct vm *vm)
 	rx->layout = (struct stream_layout){ GUEST_PAGE_SIZE, vm->mem.nregions, rx->regions };
 	rx->nlanes = 1;
 	pthread_mutex_init(&rx->lock, NULL);
+	return 0;
+}
+
+void recv_shared_free(struct recv_shared *rx)
+{
+	bitmap_free(&rx->covered);
+}
+
+uint64_t recv_missing_pages(const struct recv_shared *rx)
+{
+	return rx->covered.nbits - bitmap_count(&rx->covered);
 }
 
 int recv_fail(struct recv_shared *rx, int rc, const char *fmt, ...)
@@ -118,27 +133,30 @@ static size_t make_room(struct recv_lane *l)
 	return need < RECV_BUF_SIZE - l->have ? need : RECV_BUF_SIZE - l->have;
 }
 
-/* Up to len bytes within timeout_ms, looking at the other lanes meanwhile. */
+/* Up to len bytes, looking at the other lanes meanwhile. Gives up when
+ * no connection brought anything for timeout_ms. */
 static int receive_more(struct recv_lane *l, size_t len, int timeout_ms)
 {
-	uint64_t deadline = now_ns() + (uint64_t)timeout_ms * 1000000ULL;
+	uint64_t start = now_ns(), limit = (uint64_t)timeout_ms * 1000000ULL;
 	char w[32];
 
 	for (;;) {
-		uint64_t now = now_ns();
+		uint64_t now = now_ns(), last = atomic_load(&l->rx->progress_ns);
+		uint64_t deadline = (last > start ? last : start) + limit;
 		int slice = RECV_SLICE_MS;
 		ssize_t n;
 
 		if (atomic_load(&l->rx->abort))
 			return -ESHUTDOWN;
 		if (now >= deadline)
-			return recv_fail(l->rx, -ETIMEDOUT, "%snothing from the source for %d s",
-					 where(l, w, sizeof(w)), timeout_ms / 1000);
+			return recv_fail(l->rx, -ETIMEDOUT, "%snothing from the source for %.1f s",
+					 where(l, w, sizeof(w)), timeout_ms / 1000.0);
 		if ((uint64_t)slice * 1000000ULL > deadline - now)
 			slice = (int)((deadline - now) / 1000000ULL) + 1;
 		n = mig_conn_recv(&l->conn, l->buf + l->have, len, slice);
 		l->t_wait += now_ns() - now;
 		if (n > 0) {
+			atomic_store(&l->rx->progress_ns, now_ns());
 			l->have += (size_t)n;
 			return 0;
 		}
@@ -193,6 +211,15 @@ int recv_load_ram(struct recv_lane *l, const struct stream_record *rec)
 	if (rc)
 		return recv_fail(l->rx, rc, "%sbad RAM record: %s", where(l, w, sizeof(w)),
 				 stream_strerror(rc));
+	/* Checked above: every range lies inside one region of RAM. */
+	for (unsigned i = 0; i < ram->nr_ranges; i++) {
+		struct stream_range r = stream_ram_range(rec, i);
+
+		bitmap_atomic_set_range(&l->rx->covered,
+					guest_mem_offset(&vm->mem, r.gpa) >> GUEST_PAGE_SHIFT, r.pages);
+	}
+	if (ram->encoding == STREAM_RAM_SKIP)
+		return 0;
 	if (ram->encoding == STREAM_RAM_ZSTD) {
 		struct stream_range r = stream_ram_range(rec, 0);
 		/* One range: decompressed where the pages go. */
@@ -252,7 +279,7 @@ int recv_lane_ack(struct recv_lane *l, enum stream_phase phase)
 	int rc = len < 0 ? (int)len : mig_conn_send(&l->conn, buf, (size_t)len);
 
 	if (!rc)
-		rc = mig_conn_flush(&l->conn, RECV_TIMEOUT_MS);
+		rc = mig_conn_flush(&l->conn, mig_timeout_ms(RECV_TIMEOUT_MS));
 	return rc ? recv_fail(l->rx, rc, "%sreplying to the source: %s", where(l, w, sizeof(w)),
 			      strerror(-rc))
 		  : 0;
@@ -268,7 +295,7 @@ static void *lane_thread(void *arg)
 	snprintf(name, sizeof(name), "incoming-%u", l->index);
 	pthread_setname_np(pthread_self(), name);
 	for (;;) {
-		rc = recv_lane_next(l, &rec, RECV_TIMEOUT_MS);
+		rc = recv_lane_next(l, &rec, mig_timeout_ms(RECV_TIMEOUT_MS));
 		if (rc < 0)
 			break;
 		if (rec.type == STREAM_ERROR) {
@@ -298,7 +325,7 @@ static void *lane_thread(void *arg)
 
 int recv_lane_start(struct recv_lane *l)
 {
-	int rc = pthread_create(&l->thread, NULL, lane_thread, l);
+	int rc = thread_create(&l->thread, lane_thread, l);
 
 	if (rc)
 		return recv_fail(l->rx, -rc, "cannot start a receiving thread");

@@ -15,12 +15,13 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
+#include "migrate/bitmap.h"
 #include "migrate/ram.h"
 #include "migrate/stream.h"
 #include "migrate/transport.h"
 
 #define RECV_BUF_SIZE (STREAM_HDR_SIZE + STREAM_MAX_PAYLOAD + (1u << 20))
-#define RECV_TIMEOUT_MS 60000
+#define RECV_TIMEOUT_MS 60000 /* with no byte on any connection (mig_timeout_ms overrides) */
 
 struct vm;
 
@@ -31,6 +32,13 @@ struct recv_shared {
 	struct stream_layout layout;
 	unsigned nlanes;
 	_Atomic bool abort;          /* a lane failed: the others stop */
+	/* When a byte last came on any connection: a connection whose share
+	 * of a pass is done stays silent while the others still send, which
+	 * is no reason to give up on it (a slow link among several). */
+	_Atomic uint64_t progress_ns;
+	/* Pages some RAM record accounted for (any encoding, SKIP too): a
+	 * stream may end only when every page of RAM is here. */
+	struct bitmap covered;
 	pthread_mutex_t lock;
 	char err[320];               /* the first error, one line */
 };
@@ -51,9 +59,14 @@ struct recv_lane {
 	int rc;
 	uint64_t t_wait, t_decode, t_write; /* ns, for the trace */
 	uint64_t bytes, records;
+	uint64_t records_ram;        /* RAM records so far */
 };
 
-void recv_shared_init(struct recv_shared *rx, struct vm *vm);
+/* 0 or -ENOMEM. */
+int recv_shared_init(struct recv_shared *rx, struct vm *vm);
+void recv_shared_free(struct recv_shared *rx);
+/* Pages of guest RAM no RAM record has accounted for yet. */
+uint64_t recv_missing_pages(const struct recv_shared *rx);
 /* Records the first error (one line) and stops every lane; returns rc
  * (-EIO when rc >= 0). */
 int recv_fail(struct recv_shared *rx, int rc, const char *fmt, ...)
@@ -64,7 +77,7 @@ int recv_lane_init(struct recv_shared *rx, struct recv_lane *l, unsigned index, 
 void recv_lane_free(struct recv_lane *l);
 /* The next record: its type, with rec pointing into the lane's buffer
  * until the next call; or a negative code after recv_fail() (also when
- * another lane failed, or nothing came for timeout_ms). */
+ * another lane failed, or nothing came on any connection for timeout_ms). */
 int recv_lane_next(struct recv_lane *l, struct stream_record *rec, int timeout_ms);
 /* Writes a RAM record's pages into guest memory. 0 or an error (failed). */
 int recv_load_ram(struct recv_lane *l, const struct stream_record *rec);

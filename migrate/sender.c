@@ -9,8 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
+#include "migrate/failpoint.h"
 #include "migrate/trace.h"
 #include "virtio/balloon.h"
 #include "vmm/util.h"
@@ -247,22 +249,24 @@ static int flush_data(struct send_lane *l)
 	return queue_record(l, buf, stream_ram_finish(&e, (size_t)len));
 }
 
-static int flush_zero(struct send_lane *l)
+/* One record of the list's ranges (ZERO or SKIP). */
+static int flush_nodata(struct send_lane *l, struct nodata_list *nl, enum stream_ram_encoding enc)
 {
 	uint8_t *buf;
 	int rc;
 
-	if (!l->nzr)
+	if (!nl->nr)
 		return 0;
 	rc = next_buffer(l, &buf);
 	if (rc)
 		return rc;
-	atomic_fetch_add_explicit(&l->st.pages_zero, l->nz, memory_order_relaxed);
-	l->ram_pages += l->nz;
-	rc = queue_record(l, buf, stream_encode_ram(buf, SEND_BUF_SIZE, STREAM_RAM_ZERO,
-						    GUEST_PAGE_SIZE, l->zero_r, l->nzr, NULL, 0));
-	l->nzr = 0;
-	l->nz = 0;
+	if (enc == STREAM_RAM_ZERO)
+		atomic_fetch_add_explicit(&l->st.pages_zero, nl->pages, memory_order_relaxed);
+	l->ram_pages += nl->pages;
+	rc = queue_record(l, buf, stream_encode_ram(buf, SEND_BUF_SIZE, enc, GUEST_PAGE_SIZE, nl->r,
+						    nl->nr, NULL, 0));
+	nl->nr = 0;
+	nl->pages = 0;
 	return rc;
 }
 
@@ -289,20 +293,34 @@ static int add_data(struct send_lane *l, uint64_t page)
 	return 0;
 }
 
-/* Zero pages of the whole pass share records: a ZERO range costs 12 bytes
- * and the receiver one madvise, however long it is. */
-static int add_zero(struct send_lane *l, uint64_t page)
+/* Zero and skipped pages of the whole pass share records: a range costs
+ * 12 bytes and the receiver at most one madvise, however long it is. */
+static int add_nodata(struct send_lane *l, struct nodata_list *nl, enum stream_ram_encoding enc,
+		      uint64_t page)
 {
 	uint64_t gpa = page_gpa(&l->rs->vm->mem, page);
 	int rc;
 
-	if ((l->nz == STREAM_RAM_MAX_ZERO_PAGES ||
-	     (l->nzr == STREAM_RAM_MAX_RANGES && !extends(l->zero_r, l->nzr, gpa))) &&
-	    (rc = flush_zero(l)))
+	if ((nl->pages == STREAM_RAM_MAX_ZERO_PAGES ||
+	     (nl->nr == STREAM_RAM_MAX_RANGES && !extends(nl->r, nl->nr, gpa))) &&
+	    (rc = flush_nodata(l, nl, enc)))
 		return rc;
-	range_add(l->zero_r, &l->nzr, gpa);
-	l->nz++;
+	range_add(nl->r, &nl->nr, gpa);
+	nl->pages++;
 	return 0;
+}
+
+static int add_zero(struct send_lane *l, uint64_t page)
+{
+	return add_nodata(l, &l->zero, STREAM_RAM_ZERO, page);
+}
+
+/* The bulk pass accounts for every page: what it does not send goes as
+ * SKIP, so the destination can tell a complete stream from one that lost
+ * RAM (docs/migration-stream.md). */
+static int add_skip(struct send_lane *l, uint64_t page)
+{
+	return add_nodata(l, &l->skip, STREAM_RAM_SKIP, page);
 }
 
 static bool page_discarded(const struct ram_sender *rs, uint64_t page)
@@ -350,14 +368,22 @@ static int send_stripe(struct send_lane *l, uint64_t first, uint64_t n, bool bul
 	uint64_t lo = first, hi = first + n;
 	int rc;
 
-	if (!take_stripe(l, first, n))
-		return 0;
 	if ((rc = lane_check_abort(l)))
 		return rc;
+	if (!take_stripe(l, first, n)) {
+		/* Only a hint clears bits of the bulk pass: all skipped. */
+		for (uint64_t p = first; bulk && !rc && p < first + n; p++)
+			rc = add_skip(l, p);
+		return rc;
+	}
 	while (!taken(l, lo - first))
 		lo++;
 	while (!taken(l, hi - 1 - first))
 		hi--;
+	for (uint64_t p = first; bulk && !rc && p < lo; p++)
+		rc = add_skip(l, p);
+	if (rc)
+		return rc;
 	/* Residency is read in both modes: a page never touched (or
 	 * discarded by the balloon) reads as zero and need not be read. */
 	if ((rc = read_pagemap(l, lo, hi)))
@@ -365,9 +391,10 @@ static int send_stripe(struct send_lane *l, uint64_t first, uint64_t n, bool bul
 	for (uint64_t p = lo; p < hi; p++) {
 		uint64_t pm = l->pagemap[p - lo];
 
-		if (!taken(l, p - first))
-			continue;
-		if (!(pm & (PAGEMAP_PRESENT | PAGEMAP_SWAPPED))) {
+		if (!taken(l, p - first)) {
+			/* Hinted free during the bulk pass. */
+			rc = bulk ? add_skip(l, p) : 0;
+		} else if (!(pm & (PAGEMAP_PRESENT | PAGEMAP_SWAPPED))) {
 			/* The destination's memory is still zero in the bulk pass. */
 			if (skip) {
 				if (page_discarded(rs, p))
@@ -376,9 +403,10 @@ static int send_stripe(struct send_lane *l, uint64_t first, uint64_t n, bool bul
 				else
 					atomic_fetch_add_explicit(&l->st.skipped_untouched, 1,
 								  memory_order_relaxed);
-				continue;
+				rc = add_skip(l, p);
+			} else {
+				rc = add_zero(l, p);
 			}
-			rc = add_zero(l, p);
 		} else if (ram_page_is_zero(page_hva(rs, p), GUEST_PAGE_SIZE)) {
 			rc = add_zero(l, p);
 		} else {
@@ -387,7 +415,9 @@ static int send_stripe(struct send_lane *l, uint64_t first, uint64_t n, bool bul
 		if (rc)
 			return rc;
 	}
-	return 0;
+	for (uint64_t p = hi; bulk && !rc && p < first + n; p++)
+		rc = add_skip(l, p);
+	return rc;
 }
 
 static unsigned stripe_lane(const struct ram_sender *rs, uint64_t first_page)
@@ -479,13 +509,24 @@ static int lane_pass(struct send_lane *l, const struct send_pass *p)
 		uint64_t n = rs->npages - first < SEND_STRIPE_PAGES ? rs->npages - first
 								       : SEND_STRIPE_PAGES;
 
+		/* Tests put a fault in the middle of the bulk pass. */
+		if (p->bulk && !l->index && first == rs->npages / 2 / SEND_STRIPE_PAGES *
+							     SEND_STRIPE_PAGES &&
+		    failpoint("source-bulk")) {
+			ram_sender_shutdown(rs);
+			rc = lane_fail(l, -ECONNRESET, "fault injected at source-bulk");
+			break;
+		}
+
 		if (stripe_lane(rs, first) == l->index)
 			rc = send_stripe(l, first, n, p->bulk);
 	}
 	if (!rc)
 		rc = flush_data(l);
 	if (!rc)
-		rc = flush_zero(l);
+		rc = flush_nodata(l, &l->zero, STREAM_RAM_ZERO);
+	if (!rc)
+		rc = flush_nodata(l, &l->skip, STREAM_RAM_SKIP);
 	if (!rc && p->end && l->index) {
 		uint8_t *buf;
 
@@ -607,7 +648,7 @@ int ram_sender_start(struct ram_sender *rs)
 {
 	for (unsigned i = 0; i < rs->nlanes; i++) {
 		struct send_lane *l = &rs->lanes[i];
-		int rc = pthread_create(&l->thread, NULL, lane_thread, l);
+		int rc = thread_create(&l->thread, lane_thread, l);
 
 		if (rc)
 			return -rc;
@@ -786,4 +827,11 @@ void ram_sender_free(struct ram_sender *rs)
 	pthread_cond_destroy(&rs->cond);
 	pthread_mutex_destroy(&rs->lock);
 	rs->sync_init = false;
+}
+
+void ram_sender_shutdown(struct ram_sender *rs)
+{
+	for (unsigned i = 0; i < rs->nlanes; i++)
+		if ((i == 0 || rs->lanes[i].own_open) && rs->lanes[i].conn->fd >= 0)
+			shutdown(rs->lanes[i].conn->fd, SHUT_RDWR);
 }

@@ -75,6 +75,14 @@ struct lane_stats {
 	_Atomic uint64_t bytes_sent;
 };
 
+/* Pages that go without data (ZERO, SKIP), gathered over a whole pass:
+ * a range costs 12 bytes however long it is. */
+struct nodata_list {
+	struct stream_range r[STREAM_RAM_MAX_RANGES];
+	unsigned nr;
+	uint64_t pages;
+};
+
 struct send_lane {
 	struct ram_sender *rs;
 	unsigned index;
@@ -108,9 +116,8 @@ struct send_lane {
 	struct stream_range data_r[SEND_CHUNK_PAGES];
 	uint64_t data_p[SEND_CHUNK_PAGES];
 	unsigned ndr, nd;
-	struct stream_range zero_r[STREAM_RAM_MAX_RANGES];
-	unsigned nzr;
-	uint64_t nz;
+	struct nodata_list zero;    /* ZERO: read as zero here */
+	struct nodata_list skip;    /* SKIP (bulk pass): hinted free, or never touched */
 	uint64_t ram_pages;         /* pages in RAM records on this connection (its END) */
 	struct lane_stats st;
 	uint64_t t_compress, t_wait; /* ns, for the trace */
@@ -122,7 +129,7 @@ struct send_lane {
  * destination still works through a backlog, and the measured rate is
  * the whole path's. */
 struct send_pass {
-	bool bulk;                  /* the destination is still all zero: untouched pages stay */
+	bool bulk;                  /* the first pass: it accounts for every page (sent or SKIP) */
 	bool iter;                  /* every lane starts with ITER iteration */
 	uint32_t iteration;
 	bool precopy_done;          /* the last pass: lane 0 starts with PRECOPY_DONE, */
@@ -184,6 +191,9 @@ int ram_sender_lane_open(struct ram_sender *rs, unsigned i, int fd);
  * buffers stay valid until ram_sender_free, so close connection 0 in
  * between. */
 void ram_sender_stop(struct ram_sender *rs, bool failed);
+/* Shuts every connection down (a fault injected for tests): whatever waits
+ * on one fails. Safe from any thread. */
+void ram_sender_shutdown(struct ram_sender *rs);
 void ram_sender_free(struct ram_sender *rs);
 
 #endif

@@ -11,8 +11,9 @@
 static const char *const phase_names[] = {
 	[MIGRATE_IDLE] = "idle",          [MIGRATE_SETUP] = "setup",
 	[MIGRATE_BULK] = "bulk",          [MIGRATE_ITERATE] = "iterate",
-	[MIGRATE_STOP_COPY] = "stop-and-copy", [MIGRATE_COMPLETED] = "completed",
-	[MIGRATE_FAILED] = "failed",      [MIGRATE_CANCELLED] = "cancelled",
+	[MIGRATE_STOP_COPY] = "stop-and-copy", [MIGRATE_COMMITTED] = "committed",
+	[MIGRATE_COMPLETED] = "completed", [MIGRATE_FAILED] = "failed",
+	[MIGRATE_CANCELLED] = "cancelled", [MIGRATE_UNKNOWN] = "unknown",
 };
 
 static int get_uint(json_t *req, const char *key, unsigned min, unsigned max, unsigned *out,
@@ -125,6 +126,8 @@ json_t *migrate_status_json(struct vm *vm)
 					     : 0.0) * 8 / 1e6,
 		      "throttle_pct", (int)st->throttle_pct,
 		      "hint_rounds", (int)st->hint_rounds);
+	json_object_set_new(j, "throttled_ms", json_real((double)st->throttled_ns / 1e6));
+	json_object_set_new(j, "dirty_log", m->dirty_log ? json_string(m->dirty_log) : json_null());
 	json_object_set_new(j, "drop_guest_cache", json_boolean(st->guest_cache_dropped));
 	json_object_set_new(j, "drop_cache_wait_ms", json_real((double)st->drop_cache_wait_ns / 1e6));
 	if (m->phase >= MIGRATE_COMPLETED) {

@@ -17,6 +17,7 @@
 #define ITER_SIZE    4
 #define END_SIZE     12
 #define JOIN_SIZE    12
+#define COMMIT_SIZE  8
 #define STATE_FIXED  22 /* name_len, instance, version, section_id, data_len, footer */
 
 static uint16_t rd16(const uint8_t *p)
@@ -211,7 +212,7 @@ static int decode_ack(const uint8_t *p, uint32_t len, struct stream_ack *a)
 	a->phase = rd16(p);
 	a->reason_len = rd16(p + 2);
 	a->status = rd32(p + 4);
-	if (a->phase < STREAM_PHASE_SETUP || a->phase > STREAM_PHASE_SYNCED)
+	if (a->phase < STREAM_PHASE_SETUP || a->phase > STREAM_PHASE_MAX)
 		return STREAM_E_PHASE;
 	return decode_reason(p, len, ACK_FIXED, a->reason_len, &a->reason);
 }
@@ -284,8 +285,8 @@ static int check_ranges(const struct stream_range *r, unsigned n, unsigned shift
 			uint8_t encoding, uint64_t *pages_out)
 {
 	uint64_t page_size = 1ULL << shift, pages = 0, next = 0, end, bytes;
-	uint64_t max_pages = encoding == STREAM_RAM_ZERO ? STREAM_RAM_MAX_ZERO_PAGES
-							  : STREAM_RAM_MAX_BYTES >> shift;
+	bool no_data = encoding == STREAM_RAM_ZERO || encoding == STREAM_RAM_SKIP;
+	uint64_t max_pages = no_data ? STREAM_RAM_MAX_ZERO_PAGES : STREAM_RAM_MAX_BYTES >> shift;
 
 	if (n == 0 || n > STREAM_RAM_MAX_RANGES)
 		return STREAM_E_RAM_NRANGES;
@@ -320,6 +321,7 @@ static int check_ram_data(uint8_t encoding, uint64_t raw_len, const uint8_t *dat
 	case STREAM_RAM_RAW:
 		return raw_len == data_len ? 0 : STREAM_E_RAM_DATA;
 	case STREAM_RAM_ZERO:
+	case STREAM_RAM_SKIP:
 		return data_len == 0 ? 0 : STREAM_E_RAM_DATA;
 	case STREAM_RAM_ZSTD:
 		if (data_len < 4)
@@ -340,7 +342,7 @@ static int decode_ram(const uint8_t *p, uint32_t len, struct stream_ram *r)
 	r->encoding = p[0];
 	r->page_shift = p[1];
 	r->nr_ranges = rd16(p + 2);
-	if (r->encoding < STREAM_RAM_RAW || r->encoding > STREAM_RAM_ZSTD)
+	if (r->encoding < STREAM_RAM_RAW || r->encoding > STREAM_RAM_ENCODING_MAX)
 		return STREAM_E_RAM_ENCODING;
 	if (r->page_shift < STREAM_MIN_PAGE_SHIFT || r->page_shift > STREAM_MAX_PAGE_SHIFT)
 		return STREAM_E_PAGE_SIZE;
@@ -404,6 +406,11 @@ static int decode_payload(struct stream_record *out)
 		out->join.index = rd16(p + 8);
 		out->join.connections = rd16(p + 10);
 		return join_ok(&out->join) ? 0 : STREAM_E_JOIN;
+	case STREAM_COMMIT:
+		err = decode_fixed(len, COMMIT_SIZE);
+		if (!err)
+			out->commit_session = rd64(p);
+		return err;
 	}
 	return STREAM_E_TYPE;
 }
@@ -475,165 +482,6 @@ int stream_check_hello(const struct stream_hello *got, const struct stream_hello
 	return 0;
 }
 
-void stream_seq_init(struct stream_seq *s)
-{
-	memset(s, 0, sizeof(*s));
-	s->phase = STREAM_SEQ_START;
-}
-
-/* Every range lies in stripes of this connection. With more than one
- * connection, neighbouring stripes belong to different ones, so a range
- * must stay inside one stripe. */
-static int seq_ram_lane(const struct stream_seq *s, const struct stream_record *rec)
-{
-	if (s->connections <= 1)
-		return 0;
-	for (unsigned i = 0; i < rec->ram.nr_ranges; i++) {
-		struct stream_range r = stream_ram_range(rec, i);
-		/* The decoder guarantees that the last byte does not wrap. */
-		uint64_t last = r.gpa + (((uint64_t)r.pages << rec->ram.page_shift) - 1);
-
-		if (r.gpa >> s->stripe_shift != last >> s->stripe_shift ||
-		    stream_lane_of(r.gpa, s->stripe_shift, s->connections) != s->index)
-			return STREAM_E_RAM_LANE;
-	}
-	return 0;
-}
-
-/* A RAM record uses HELLO's page size, ZSTD only if HELLO allowed it, and
- * this connection's stripes. */
-static int seq_ram(struct stream_seq *s, const struct stream_record *rec)
-{
-	int err;
-
-	if (s->page_size != 1u << rec->ram.page_shift)
-		return STREAM_E_PAGE_SIZE;
-	if (rec->ram.encoding == STREAM_RAM_ZSTD && !(s->hello_flags & STREAM_HELLO_ZSTD))
-		return STREAM_E_RAM_ENCODING;
-	err = seq_ram_lane(s, rec);
-	if (err)
-		return err;
-	s->ram_pages += rec->ram.pages;
-	return 0;
-}
-
-static int seq_iter(struct stream_seq *s, const struct stream_record *rec)
-{
-	if (s->iter_seen && rec->iteration <= s->iteration)
-		return STREAM_E_ITER;
-	s->iter_seen = true;
-	s->iteration = rec->iteration;
-	return 0;
-}
-
-/* RAM, ITER and SYNC: what every connection carries during pre-copy. */
-static int seq_pass(struct stream_seq *s, const struct stream_record *rec)
-{
-	switch (rec->type) {
-	case STREAM_RAM:
-		return seq_ram(s, rec);
-	case STREAM_ITER:
-		return seq_iter(s, rec);
-	case STREAM_SYNC:
-		return 0;
-	}
-	return STREAM_E_ORDER;
-}
-
-static int seq_precopy(struct stream_seq *s, const struct stream_record *rec)
-{
-	if (rec->type != STREAM_PRECOPY_DONE)
-		return seq_pass(s, rec);
-	s->phase = STREAM_SEQ_STOPCOPY;
-	return 0;
-}
-
-static int seq_stopcopy(struct stream_seq *s, const struct stream_record *rec)
-{
-	switch (rec->type) {
-	case STREAM_RAM:
-		return seq_ram(s, rec);
-	case STREAM_STATE:
-		if (s->state_count && rec->state.section_id <= s->last_section_id)
-			return STREAM_E_ORDER;
-		s->last_section_id = rec->state.section_id;
-		s->state_count++;
-		return 0;
-	case STREAM_END:
-		if (rec->end.ram_pages != s->ram_pages || rec->end.state_count != s->state_count)
-			return STREAM_E_TALLY;
-		s->phase = STREAM_SEQ_ENDED;
-		return 0;
-	}
-	return STREAM_E_ORDER;
-}
-
-void stream_seq_init_join(struct stream_seq *s, const struct stream_seq *main)
-{
-	memset(s, 0, sizeof(*s));
-	s->phase = STREAM_SEQ_JOIN;
-	s->page_size = main->page_size;
-	s->hello_flags = main->hello_flags;
-	s->connections = main->connections;
-	s->stripe_shift = main->stripe_shift;
-	s->session = main->session;
-}
-
-static int seq_join(struct stream_seq *s, const struct stream_record *rec)
-{
-	if (rec->type != STREAM_JOIN)
-		return STREAM_E_ORDER;
-	if (rec->join.session != s->session || rec->join.connections != s->connections ||
-	    !rec->join.index || rec->join.index >= s->connections)
-		return STREAM_E_JOIN;
-	s->index = rec->join.index;
-	s->phase = STREAM_SEQ_LANE;
-	return 0;
-}
-
-/* Connections 1..N-1 carry RAM and ITER only, and their own END. */
-static int seq_lane(struct stream_seq *s, const struct stream_record *rec)
-{
-	if (rec->type != STREAM_END)
-		return seq_pass(s, rec);
-	if (rec->end.ram_pages != s->ram_pages || rec->end.state_count != 0)
-		return STREAM_E_TALLY;
-	s->phase = STREAM_SEQ_ENDED;
-	return 0;
-}
-
-int stream_seq_next(struct stream_seq *s, const struct stream_record *rec)
-{
-	if (s->phase == STREAM_SEQ_ENDED || s->phase == STREAM_SEQ_ABORTED)
-		return STREAM_E_ORDER;
-	if (rec->type == STREAM_ERROR) {
-		s->phase = STREAM_SEQ_ABORTED;
-		return 0;
-	}
-	switch (s->phase) {
-	case STREAM_SEQ_START:
-		if (rec->type != STREAM_HELLO)
-			return STREAM_E_ORDER;
-		s->page_size = rec->hello.page_size;
-		s->hello_flags = rec->hello.flags;
-		s->connections = rec->hello.connections;
-		s->stripe_shift = rec->hello.stripe_shift;
-		s->session = rec->hello.session;
-		s->phase = STREAM_SEQ_PRECOPY;
-		return 0;
-	case STREAM_SEQ_PRECOPY:
-		return seq_precopy(s, rec);
-	case STREAM_SEQ_STOPCOPY:
-		return seq_stopcopy(s, rec);
-	case STREAM_SEQ_JOIN:
-		return seq_join(s, rec);
-	case STREAM_SEQ_LANE:
-		return seq_lane(s, rec);
-	default:
-		return STREAM_E_ORDER;
-	}
-}
-
 /* Encoding. */
 
 /* Writes the header of a record whose payload is already at buf + 12. */
@@ -699,7 +547,7 @@ ssize_t stream_encode_ack(uint8_t *buf, size_t cap, enum stream_phase phase, uin
 	size_t rlen;
 	ssize_t err;
 
-	if (phase < STREAM_PHASE_SETUP || phase > STREAM_PHASE_SYNCED)
+	if (phase < STREAM_PHASE_SETUP || phase > STREAM_PHASE_MAX)
 		return -EINVAL;
 	err = encode_reason(reason, &rlen);
 	if (!err)
@@ -772,6 +620,16 @@ ssize_t stream_encode_sync(uint8_t *buf, size_t cap)
 	return finish_record(buf, STREAM_SYNC, 0);
 }
 
+ssize_t stream_encode_commit(uint8_t *buf, size_t cap, uint64_t session)
+{
+	ssize_t err = room_for(cap, COMMIT_SIZE);
+
+	if (err)
+		return err;
+	wr64(buf + STREAM_HDR_SIZE, session);
+	return finish_record(buf, STREAM_COMMIT, COMMIT_SIZE);
+}
+
 ssize_t stream_encode_end(uint8_t *buf, size_t cap, uint64_t ram_pages, uint32_t state_count)
 {
 	ssize_t err = room_for(cap, END_SIZE);
@@ -819,7 +677,7 @@ int stream_ram_begin(struct stream_ram_enc *e, uint8_t *buf, size_t cap,
 	size_t hdr, avail;
 
 	memset(e, 0, sizeof(*e));
-	if (enc < STREAM_RAM_RAW || enc > STREAM_RAM_ZSTD || !page_size_ok(page_size))
+	if (enc < STREAM_RAM_RAW || enc > STREAM_RAM_ENCODING_MAX || !page_size_ok(page_size))
 		return -EINVAL;
 	if (check_ranges(ranges, nr_ranges, shift, (uint8_t)enc, &pages))
 		return -EINVAL;
@@ -845,7 +703,7 @@ int stream_ram_begin(struct stream_ram_enc *e, uint8_t *buf, size_t cap,
 	e->buf = buf;
 	e->hdr_len = hdr;
 	e->data = buf + hdr;
-	e->room = enc == STREAM_RAM_ZERO ? 0 : avail;
+	e->room = enc == STREAM_RAM_ZERO || enc == STREAM_RAM_SKIP ? 0 : avail;
 	e->encoding = (uint8_t)enc;
 	return 0;
 }

@@ -28,7 +28,7 @@
 #include <sys/types.h>
 
 #define STREAM_MAGIC   0x47494d56u /* "VMIG" on the wire */
-#define STREAM_VERSION 2
+#define STREAM_VERSION 3
 
 #define STREAM_HDR_SIZE    12
 #define STREAM_MAX_PAYLOAD (16u << 20)
@@ -61,8 +61,9 @@ enum stream_type {
 	STREAM_ERROR = 8,        /* either way: abort */
 	STREAM_JOIN = 9,         /* source -> receiver: first record of connection 1..N-1 */
 	STREAM_SYNC = 10,        /* source -> receiver: answer once all before is applied */
+	STREAM_COMMIT = 11,      /* source -> receiver, after READY: run the guest there */
 };
-#define STREAM_TYPE_MAX STREAM_SYNC
+#define STREAM_TYPE_MAX STREAM_COMMIT
 
 /* HELLO flags. */
 #define STREAM_HELLO_ZSTD 0x0001u /* RAM records may use the ZSTD encoding */
@@ -71,16 +72,20 @@ enum stream_type {
 enum stream_phase {
 	STREAM_PHASE_SETUP = 1,        /* answers HELLO */
 	STREAM_PHASE_PRECOPY_DONE = 2, /* answers PRECOPY_DONE */
-	STREAM_PHASE_COMPLETE = 3,     /* answers END: the VM may resume here */
+	STREAM_PHASE_READY = 3,        /* answers END: all arrived, checked and loaded; waits for COMMIT */
 	STREAM_PHASE_CONNECTED = 4,    /* every connection has joined: RAM may flow */
 	STREAM_PHASE_SYNCED = 5,       /* answers SYNC, on its connection */
+	STREAM_PHASE_RUNNING = 6,      /* answers COMMIT: the guest is this side's now */
 };
+#define STREAM_PHASE_MAX STREAM_PHASE_RUNNING
 
 enum stream_ram_encoding {
 	STREAM_RAM_RAW = 1,  /* data = the pages' bytes, in range order */
 	STREAM_RAM_ZERO = 2, /* no data: the pages are zero */
 	STREAM_RAM_ZSTD = 3, /* data = one zstd frame of the pages' bytes */
+	STREAM_RAM_SKIP = 4, /* no data: the receiver's pages already hold what they need */
 };
+#define STREAM_RAM_ENCODING_MAX STREAM_RAM_SKIP
 
 /* Project-specific error codes: negative, and apart from -errno. */
 enum stream_error_code {
@@ -193,6 +198,7 @@ struct stream_record {
 		struct stream_error error;
 		struct stream_join join;
 		uint32_t iteration; /* ITER */
+		uint64_t commit_session; /* COMMIT: HELLO's session */
 	};
 };
 
@@ -232,8 +238,9 @@ int stream_check_ram_ranges(const struct stream_record *rec, const struct stream
 int stream_check_hello(const struct stream_hello *got, const struct stream_hello *want);
 
 /* Order of the source's records, checked by the receiver, one checker per
- * connection. Connection 0: HELLO; then RAM, ITER and SYNC; PRECOPY_DONE; then
- * RAM and STATE; END, whose tallies must match what came on connection 0.
+ * connection (stream_seq.c). Connection 0: HELLO; then RAM, ITER and SYNC;
+ * PRECOPY_DONE; then RAM and STATE; END, whose tallies must match what came
+ * on connection 0; then COMMIT of HELLO's session.
  * Connections 1..N-1 (stream_seq_init_join): JOIN; then RAM, ITER and SYNC; END. RAM
  * ranges must lie in the connection's own stripes. ERROR may come at any
  * point and ends the stream. */
@@ -241,10 +248,12 @@ enum stream_seq_phase {
 	STREAM_SEQ_START = 0,
 	STREAM_SEQ_PRECOPY,
 	STREAM_SEQ_STOPCOPY,
-	STREAM_SEQ_ENDED,
+	STREAM_SEQ_ENDED,     /* connection 0 after END: only COMMIT (or ERROR) may follow */
+	STREAM_SEQ_COMMITTED, /* connection 0 after COMMIT: nothing more */
 	STREAM_SEQ_ABORTED,
 	STREAM_SEQ_JOIN,      /* connection 1..N-1, before its JOIN */
 	STREAM_SEQ_LANE,      /* connection 1..N-1, after its JOIN */
+	STREAM_SEQ_LANE_ENDED, /* connection 1..N-1 after its END */
 };
 
 struct stream_seq {
@@ -296,6 +305,7 @@ ssize_t stream_encode_end(uint8_t *buf, size_t cap, uint64_t ram_pages, uint32_t
 ssize_t stream_encode_error(uint8_t *buf, size_t cap, uint32_t code, const char *reason);
 ssize_t stream_encode_join(uint8_t *buf, size_t cap, const struct stream_join *j);
 ssize_t stream_encode_sync(uint8_t *buf, size_t cap);
+ssize_t stream_encode_commit(uint8_t *buf, size_t cap, uint64_t session);
 
 /* RAM in two steps, so the pages are written (or compressed) straight into
  * the record: stream_ram_begin() writes the header and the ranges and says

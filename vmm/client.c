@@ -200,13 +200,21 @@ int client_hint_main(int argc, char **argv)
 				 (int)timeout_ms + 5000, json ? NULL : print_hint);
 }
 
+/* `vmm pause SOCKET`, `vmm resume SOCKET [--force]`. */
 int client_simple_main(int argc, char **argv)
 {
-	if (argc != 2 || argv[1][0] == '-') {
-		fprintf(stderr, "usage: vmm %s SOCKET\n", argv[0]);
+	bool force = argc == 3 && !strcmp(argv[0], "resume") && !strcmp(argv[2], "--force");
+	json_t *req;
+
+	if ((argc != 2 && !force) || argv[1][0] == '-') {
+		fprintf(stderr, "usage: vmm %s SOCKET%s\n", argv[0],
+			strcmp(argv[0], "resume") ? "" : " [--force]");
 		return 2;
 	}
-	return request_and_print(argv[0], argv[1], json_pack("{s:s}", "cmd", argv[0]), 10000, NULL);
+	req = json_pack("{s:s}", "cmd", argv[0]);
+	if (force)
+		json_object_set_new(req, "force", json_true());
+	return request_and_print(argv[0], argv[1], req, 10000, NULL);
 }
 
 int client_status_main(int argc, char **argv)

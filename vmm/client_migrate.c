@@ -11,6 +11,9 @@
 #include "client.h"
 #include "util.h"
 
+/* The destination got COMMIT or may have: the guest is paused here. */
+#define MIGRATE_EXIT_UNKNOWN 3
+
 static const char migrate_usage[] =
 	"usage: vmm migrate SOCKET URI [--downtime-ms N] [--timeout-s N] [--no-skip-free]\n"
 	"                   [--compress auto|zstd|none] [--connections N] [--drop-guest-cache]\n"
@@ -85,6 +88,9 @@ static void print_summary(json_t *st)
 	       num(st, "skipped_untouched"),
 	       (num(st, "skipped_hinted") + num(st, "skipped_reported") +
 		num(st, "skipped_untouched")) * 4096 / mib);
+	if (num(st, "throttled_ms") > 0)
+		printf("  auto-converge held the guest stopped for %.0f ms (throttle up to %d%%)\n",
+		       num(st, "throttled_ms"), (int)num(st, "throttle_pct"));
 	if (json_is_true(json_object_get(st, "drop_guest_cache")))
 		printf("  the guest dropped its clean caches first; the bulk pass waited %.0f ms for its hints\n",
 		       num(st, "drop_cache_wait_ms"));
@@ -117,7 +123,7 @@ static int follow(const char *path, bool json)
 		}
 		phase = json_string_value(json_object_get(st, "phase"));
 		if (!phase || !strcmp(phase, "completed") || !strcmp(phase, "failed") ||
-		    !strcmp(phase, "cancelled"))
+		    !strcmp(phase, "cancelled") || !strcmp(phase, "unknown"))
 			break;
 		if (tty)
 			printf("\r%-13s iteration %d, remaining %.1f MiB, %.0f Mbit/s, throttle %d%%   ",
@@ -135,6 +141,15 @@ static int follow(const char *path, bool json)
 		free(text);
 	} else {
 		print_summary(st);
+	}
+	if (!strcmp(json_string_value(json_object_get(st, "phase")) ?: "", "unknown")) {
+		/* Neither side may run the guest on its own now: say so, and
+		 * exit with a status of its own. */
+		log_err("migrate: %s", json_string_value(json_object_get(st, "error")) ?: "");
+		log_err("migrate: check whether the guest runs at the destination; if it does not,"
+			" `vmm resume --force SOCKET` runs it here");
+		json_decref(st);
+		return MIGRATE_EXIT_UNKNOWN;
 	}
 	if (strcmp(json_string_value(json_object_get(st, "phase")) ?: "", "completed")) {
 		log_err("migrate: %s: %s", json_string_value(json_object_get(st, "phase")) ?: "failed",

@@ -19,7 +19,9 @@ static json_t *cmd_status(struct vm *vm, json_t *req, char *err, size_t errlen)
 	(void)err;
 	(void)errlen;
 	reply = json_pack("{s:s, s:s, s:i, s:I, s:f}", "state",
-			  atomic_load(&vm->stop_reason) ? "stopping" : vm->paused ? "paused" : "running",
+			  atomic_load(&vm->stop_reason)                         ? "stopping"
+			  : vm_paused_by(vm, VM_PAUSE_USER | VM_PAUSE_MIGRATION) ? "paused"
+										 : "running",
 			  "version",
 			  VMM_VERSION, "cpus", (int)vm->ncpus, "mem_bytes", (json_int_t)vm->mem.size,
 			  "uptime_ms", (double)(now_ns() - vm->start_ns) / 1e6);
@@ -113,38 +115,66 @@ static json_t *cmd_hint(struct vm *vm, json_t *req, char *err, size_t errlen)
 	return reply;
 }
 
+/* Why pause/resume are refused now, or NULL. While a migration runs the
+ * guest's pause belongs to it (stop-and-copy, the throttle); after an
+ * unknown outcome only `resume --force` may run the guest here. */
+static const char *pause_refusal(struct vm *vm)
+{
+	if (migrate_running(vm))
+		return "a migration is running; cancel it first (vmm migrate SOCKET --cancel)";
+	if (migrate_outcome_unknown(vm))
+		return "the outcome of the last migration is unknown: the guest may run at the "
+		       "destination. Check there; if it does not run there, `vmm resume --force` "
+		       "runs it here";
+	return NULL;
+}
+
 static json_t *cmd_pause(struct vm *vm, json_t *req, char *err, size_t errlen)
 {
+	const char *no = pause_refusal(vm);
 	int rc;
 
 	(void)req;
-	if (vm->paused)
+	if (no) {
+		snprintf(err, errlen, "%s", no);
+		return NULL;
+	}
+	if (vm_paused_by(vm, VM_PAUSE_USER))
 		return json_object();
-	rc = vm_pause(vm, 5000);
+	rc = vm_pause(vm, VM_PAUSE_USER, 5000);
 	if (rc) {
 		snprintf(err, errlen, "cannot pause the vCPUs: %s", strerror(-rc));
 		return NULL;
 	}
 	rc = vm_virtio_pause(vm);
 	if (rc) {
-		vm_resume(vm);
+		vm_resume(vm, VM_PAUSE_USER);
 		snprintf(err, errlen, "cannot pause the devices: %s", strerror(-rc));
 		return NULL;
 	}
-	vm->paused = true;
 	return json_object();
 }
 
 static json_t *cmd_resume(struct vm *vm, json_t *req, char *err, size_t errlen)
 {
-	(void)req;
-	(void)err;
-	(void)errlen;
-	if (!vm->paused)
+	json_t *force = json_object_get(req, "force");
+	const char *no = pause_refusal(vm);
+
+	if (force && !json_is_boolean(force)) {
+		snprintf(err, errlen, "\"force\" must be true or false");
+		return NULL;
+	}
+	if (json_is_true(force) && migrate_outcome_unknown(vm)) {
+		migrate_force_resume(vm);
+		log_err("resumed by the operator after a migration with an unknown outcome");
+	} else if (no) {
+		snprintf(err, errlen, "%s", no);
+		return NULL;
+	}
+	if (!vm_paused_by(vm, VM_PAUSE_USER))
 		return json_object();
 	vm_virtio_resume(vm);
-	vm_resume(vm);
-	vm->paused = false;
+	vm_resume(vm, VM_PAUSE_USER);
 	return json_object();
 }
 
@@ -153,7 +183,7 @@ static json_t *cmd_migrate(struct vm *vm, json_t *req, char *err, size_t errlen)
 	struct migrate_options opt;
 	const char *note;
 
-	if (vm->paused) {
+	if (vm_paused_by(vm, VM_PAUSE_USER)) {
 		snprintf(err, errlen, "the VM is paused; resume it before migrating");
 		return NULL;
 	}
@@ -177,8 +207,14 @@ static json_t *cmd_migrate_status(struct vm *vm, json_t *req, char *err, size_t 
 
 static json_t *cmd_migrate_cancel(struct vm *vm, json_t *req, char *err, size_t errlen)
 {
+	int rc = migrate_cancel(vm);
+
 	(void)req;
-	if (migrate_cancel(vm)) {
+	if (rc == -EBUSY) {
+		snprintf(err, errlen, "too late to cancel: COMMIT was sent to the destination");
+		return NULL;
+	}
+	if (rc) {
 		snprintf(err, errlen, "no migration is running");
 		return NULL;
 	}

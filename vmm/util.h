@@ -3,6 +3,7 @@
 #ifndef VMM_UTIL_H
 #define VMM_UTIL_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -26,6 +27,12 @@ int parse_size(const char *s, uint64_t *out);
 int parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *out);
 
 uint64_t now_ns(void);
+
+/* pthread_create with every signal blocked in the new thread: SIGINT,
+ * SIGTERM and SIGHUP must reach only the main loop's signalfd, or they kill
+ * vmm without its tear-down (a thread that needs a signal, such as the
+ * vCPUs' kick, unblocks it itself). 0 or -errno. */
+int thread_create(pthread_t *t, void *(*fn)(void *), void *arg);
 
 /* Writes all of buf, retrying on EINTR and short writes. 0 or -errno. */
 int write_all(int fd, const void *buf, size_t len);

@@ -283,26 +283,26 @@ void vm_request_stop(struct vm *vm, enum vm_stop_reason reason, int status)
 void vm_pause_point(struct vm *vm, struct vcpu *vcpu)
 {
 	pthread_mutex_lock(&vm->pause_lock);
-	if (vm->pause_requested) {
+	if (vm->pause_owners) {
 		vm->paused_vcpus++;
 		pthread_cond_broadcast(&vm->pause_cond);
-		while (vm->pause_requested && atomic_load(&vm->stop_reason) == VM_STOP_NONE)
+		while (vm->pause_owners && atomic_load(&vm->stop_reason) == VM_STOP_NONE)
 			pthread_cond_wait(&vm->pause_cond, &vm->pause_lock);
 		vm->paused_vcpus--;
 	}
 	/* Cleared under the lock, so a new pause request cannot be lost. */
-	if (!vm->pause_requested)
+	if (!vm->pause_owners)
 		vcpu->run->immediate_exit = 0;
 	pthread_mutex_unlock(&vm->pause_lock);
 }
 
-int vm_pause(struct vm *vm, int timeout_ms)
+int vm_pause(struct vm *vm, unsigned owner, int timeout_ms)
 {
 	uint64_t deadline = now_ns() + (uint64_t)timeout_ms * 1000000ULL;
 	int rc = 0;
 
 	pthread_mutex_lock(&vm->pause_lock);
-	vm->pause_requested = true;
+	vm->pause_owners |= owner;
 	for (unsigned i = 0; i < vm->ncpus; i++)
 		vcpu_kick(&vm->vcpus[i]);
 	while (vm->paused_vcpus < vm->ncpus && !rc) {
@@ -328,16 +328,26 @@ int vm_pause(struct vm *vm, int timeout_ms)
 	}
 	pthread_mutex_unlock(&vm->pause_lock);
 	if (rc)
-		vm_resume(vm);
+		vm_resume(vm, owner);
 	return rc;
 }
 
-void vm_resume(struct vm *vm)
+void vm_resume(struct vm *vm, unsigned owner)
 {
 	pthread_mutex_lock(&vm->pause_lock);
-	vm->pause_requested = false;
+	vm->pause_owners &= ~owner;
 	pthread_cond_broadcast(&vm->pause_cond);
 	pthread_mutex_unlock(&vm->pause_lock);
+}
+
+bool vm_paused_by(struct vm *vm, unsigned owner)
+{
+	bool held;
+
+	pthread_mutex_lock(&vm->pause_lock);
+	held = (vm->pause_owners & owner) != 0;
+	pthread_mutex_unlock(&vm->pause_lock);
+	return held;
 }
 
 int vm_set_irq(struct vm *vm, unsigned gsi, int level)
@@ -502,7 +512,7 @@ int vm_run(struct vm *vm)
 	for (unsigned i = 0; i < vm->ncpus; i++)
 		vcpu_kick(&vm->vcpus[i]);
 	/* Paused vCPUs wait on the condition: wake them to see the stop. */
-	vm_resume(vm);
+	vm_resume(vm, ~0u);
 	for (unsigned i = 0; i < vm->ncpus; i++)
 		vcpu_join(&vm->vcpus[i]);
 	status = vm->exit_status;

@@ -22,6 +22,15 @@
 struct vcpu;
 struct migration;
 
+/* Who holds the vCPUs paused. Each owner pauses and resumes only its own
+ * hold, so auto-converge cannot resume a guest the user paused, and a
+ * migration cannot resume one paused by anyone else. */
+enum vm_pause_owner {
+	VM_PAUSE_USER = 1u << 0,      /* `vmm pause` */
+	VM_PAUSE_MIGRATION = 1u << 1, /* stop-and-copy, and after COMMIT */
+	VM_PAUSE_THROTTLE = 1u << 2,  /* auto-converge */
+};
+
 enum vm_stop_reason {
 	VM_STOP_NONE = 0,
 	VM_STOP_DEBUG_EXIT,   /* status is the byte the guest wrote */
@@ -58,12 +67,12 @@ struct vm {
 	uint64_t start_ns;
 	_Atomic uint64_t boot_marker_ns; /* 0 until the guest writes the marker */
 
-	/* Pausing the vCPUs (for migration): see vm_pause(). */
+	/* Pausing the vCPUs: see vm_pause(). They run only while no owner
+	 * (enum vm_pause_owner) holds a pause. */
 	pthread_mutex_t pause_lock;
 	pthread_cond_t pause_cond;
-	bool pause_requested;
+	unsigned pause_owners;
 	unsigned paused_vcpus;
-	bool paused; /* paused through the control socket (main thread only) */
 
 	/* The first stop request wins; stop_fd wakes the main loop. */
 	_Atomic int stop_reason;
@@ -78,11 +87,15 @@ void vm_create(struct vm *vm, const struct vm_config *cfg);
 int vm_run(struct vm *vm);
 /* Asks the VM to stop with the given exit status; later requests are ignored. */
 void vm_request_stop(struct vm *vm, enum vm_stop_reason reason, int status);
-/* Stops every vCPU outside KVM_RUN with its pending I/O completed (through
- * immediate_exit), so its state can be saved. Waits at most timeout_ms.
- * 0, -ETIMEDOUT (the vCPUs are resumed again) or -ECANCELED (VM stopping). */
-int vm_pause(struct vm *vm, int timeout_ms);
-void vm_resume(struct vm *vm);
+/* Adds owner's hold and stops every vCPU outside KVM_RUN with its pending
+ * I/O completed (through immediate_exit), so its state can be saved. Waits
+ * at most timeout_ms. 0, -ETIMEDOUT or -ECANCELED (VM stopping); on error
+ * owner's hold is dropped again. */
+int vm_pause(struct vm *vm, unsigned owner, int timeout_ms);
+/* Drops owner's hold; the vCPUs run again once no owner holds one. */
+void vm_resume(struct vm *vm, unsigned owner);
+/* Whether owner holds a pause. */
+bool vm_paused_by(struct vm *vm, unsigned owner);
 /* Called by a vCPU thread whenever KVM_RUN returned EINTR. */
 void vm_pause_point(struct vm *vm, struct vcpu *vcpu);
 /* Sets an interrupt line of the in-kernel irqchip. */

@@ -96,7 +96,7 @@ static void test_hello_roundtrip(void)
 
 	REQUIRE(n == STREAM_HDR_SIZE + 38 + 24);
 	/* The magic and version on the wire, byte by byte. */
-	CHECK(memcmp(buf + STREAM_HDR_SIZE, "VMIG\x02\x00", 6) == 0);
+	CHECK(memcmp(buf + STREAM_HDR_SIZE, "VMIG\x03\x00", 6) == 0);
 	CHECK_EQ(buf[0], 1);
 	CHECK_EQ(buf[1], 0);
 	REQUIRE(decode_n(buf, (size_t)n, &rec) == STREAM_HELLO);
@@ -121,10 +121,10 @@ static void test_ack_error_roundtrip(void)
 	struct stream_record rec;
 	ssize_t n;
 
-	n = stream_encode_ack(buf, sizeof(buf), STREAM_PHASE_COMPLETE, 0, NULL);
+	n = stream_encode_ack(buf, sizeof(buf), STREAM_PHASE_READY, 0, NULL);
 	REQUIRE(n == STREAM_HDR_SIZE + 8);
 	REQUIRE(decode_n(buf, (size_t)n, &rec) == STREAM_ACK);
-	CHECK_EQ(rec.ack.phase, STREAM_PHASE_COMPLETE);
+	CHECK_EQ(rec.ack.phase, STREAM_PHASE_READY);
 	CHECK_EQ(rec.ack.status, 0);
 	CHECK_EQ(rec.ack.reason_len, 0);
 
@@ -531,7 +531,8 @@ static void test_hello_errors(void)
 		CHECK_EQ(decode_n(buf, STREAM_HDR_SIZE + get32(buf + 4), &rec), (want));   \
 	} while (0)
 	HELLO_EXPECT(p[0] = 'X', STREAM_E_MAGIC);
-	HELLO_EXPECT(put16(p + 4, 3), STREAM_E_VERSION);
+	HELLO_EXPECT(put16(p + 4, 4), STREAM_E_VERSION);
+	HELLO_EXPECT(put16(p + 4, 2), STREAM_E_VERSION);
 	HELLO_EXPECT(put16(p + 4, 1), STREAM_E_VERSION);
 	HELLO_EXPECT(put16(p + 4, 0), STREAM_E_VERSION);
 	HELLO_EXPECT(put16(p + 6, 0x0002), STREAM_E_FLAGS);
@@ -596,7 +597,7 @@ static void test_ack_error_errors(void)
 
 #define ACK(r) stream_encode_ack(buf, sizeof(buf), STREAM_PHASE_SETUP, 0, r)
 	REC_EXPECT(ACK("ok"), put16(p, 0), STREAM_E_PHASE);
-	REC_EXPECT(ACK("ok"), put16(p, 6), STREAM_E_PHASE);
+	REC_EXPECT(ACK("ok"), put16(p, 7), STREAM_E_PHASE);
 	REC_EXPECT(ACK("ok"), put16(p, 0xffff), STREAM_E_PHASE);
 	REC_EXPECT(ACK("ok"), put16(p + 2, 3), STREAM_E_TRUNCATED);
 	REC_EXPECT(ACK("ok"), put16(p + 2, 1), STREAM_E_TRAILING);
@@ -705,7 +706,10 @@ static void test_ram_errors(void)
 	CHECK_EQ(ram_decode(STREAM_RAM_RAW, r, 1, PAGE), STREAM_RAM);
 	/* Encodings and page sizes. */
 	CHECK_EQ(ram_decode(0, r, 1, PAGE), STREAM_E_RAM_ENCODING);
-	CHECK_EQ(ram_decode(4, r, 1, PAGE), STREAM_E_RAM_ENCODING);
+	CHECK_EQ(ram_decode(5, r, 1, PAGE), STREAM_E_RAM_ENCODING);
+	/* SKIP carries no data, like ZERO. */
+	CHECK_EQ(ram_decode(STREAM_RAM_SKIP, r, 1, 0), STREAM_RAM);
+	CHECK_EQ(ram_decode(STREAM_RAM_SKIP, r, 1, PAGE), STREAM_E_RAM_DATA);
 	CHECK_EQ(decode_n(buf, raw_ram(STREAM_RAM_ZERO, 11, r, 1, 1, 0), &rec), STREAM_E_PAGE_SIZE);
 	CHECK_EQ(decode_n(buf, raw_ram(STREAM_RAM_ZERO, 17, r, 1, 1, 0), &rec), STREAM_E_PAGE_SIZE);
 	/* Range count: zero, over the limit, more than the payload holds. */
@@ -871,11 +875,40 @@ static void test_sequence(void)
 		CHECK_EQ(stream_seq_next(&seq, &recs[15]), 0);
 		CHECK_EQ(stream_seq_next(&seq, &rec), STREAM_E_RAM_ENCODING);
 	}
-	/* Nothing after END. */
+	/* After END only COMMIT of this session, once; then nothing. */
 	stream_seq_init(&seq);
 	for (int i = 0; i < nt; i++)
 		CHECK_EQ(stream_seq_next(&seq, &recs[i]), 0);
+	CHECK_EQ(seq.phase, STREAM_SEQ_ENDED);
 	CHECK_EQ(stream_seq_next(&seq, &recs[2]), STREAM_E_ORDER);
+	n = stream_encode_commit(buf, sizeof(buf), recs[0].hello.session + 1);
+	REQUIRE(stream_decode(buf, (size_t)n, &rec, &used) == STREAM_COMMIT);
+	CHECK_EQ(stream_seq_next(&seq, &rec), STREAM_E_JOIN);
+	n = stream_encode_commit(buf, sizeof(buf), recs[0].hello.session);
+	REQUIRE(n == STREAM_HDR_SIZE + 8);
+	REQUIRE(stream_decode(buf, (size_t)n, &rec, &used) == STREAM_COMMIT);
+	CHECK_EQ(rec.commit_session, recs[0].hello.session);
+	CHECK_EQ(stream_seq_next(&seq, &rec), 0);
+	CHECK_EQ(seq.phase, STREAM_SEQ_COMMITTED);
+	CHECK_EQ(stream_seq_next(&seq, &rec), STREAM_E_ORDER);
+	/* COMMIT before END is out of order; ERROR after END (a source that
+	 * gave up waiting for READY) ends the stream. */
+	stream_seq_init(&seq);
+	CHECK_EQ(stream_seq_next(&seq, &recs[0]), 0);
+	CHECK_EQ(stream_seq_next(&seq, &rec), STREAM_E_ORDER);
+	stream_seq_init(&seq);
+	for (int i = 0; i < nt; i++)
+		CHECK_EQ(stream_seq_next(&seq, &recs[i]), 0);
+	n = stream_encode_error(buf, sizeof(buf), 1, "no READY");
+	REQUIRE(stream_decode(buf, (size_t)n, &rec, &used) == STREAM_ERROR);
+	CHECK_EQ(stream_seq_next(&seq, &rec), 0);
+	CHECK_EQ(seq.phase, STREAM_SEQ_ABORTED);
+	/* A COMMIT payload must be exactly the session. */
+	n = stream_encode_commit(buf, sizeof(buf), 7);
+	put32(buf + 4, 9);
+	fix_checksum(buf);
+	CHECK_EQ(stream_decode(buf, (size_t)n + 1, &rec, &used), STREAM_E_TRAILING);
+	CHECK_EQ(stream_encode_commit(buf, 19, 7), -ENOSPC);
 }
 
 /* Decodes a ZERO record of one range into rec (its bytes in out). */
@@ -975,7 +1008,7 @@ static void test_sequence_connections(void)
 	CHECK_EQ(stream_seq_next(&lane, &rec), STREAM_E_TALLY);
 	DECODED(b[5], &rec, stream_encode_end(b[5], sizeof(b[5]), 1025, 0));
 	CHECK_EQ(stream_seq_next(&lane, &rec), 0);
-	CHECK_EQ(lane.phase, STREAM_SEQ_ENDED);
+	CHECK_EQ(lane.phase, STREAM_SEQ_LANE_ENDED);
 	CHECK_EQ(stream_seq_next(&lane, &ram), STREAM_E_ORDER);
 	/* ERROR on a connection ends it. */
 	stream_seq_init_join(&lane, &main);
@@ -1030,7 +1063,7 @@ static void test_encoder_limits(void)
 	h.devices_len = 8;
 	CHECK_EQ(stream_encode_hello(buf, sizeof(buf), &h), -EINVAL);
 	CHECK_EQ(stream_encode_ack(buf, sizeof(buf), 0, 0, NULL), -EINVAL);
-	CHECK_EQ(stream_encode_ack(buf, sizeof(buf), 6, 0, NULL), -EINVAL);
+	CHECK_EQ(stream_encode_ack(buf, sizeof(buf), 7, 0, NULL), -EINVAL);
 	CHECK_EQ(stream_encode_sync(buf, 11), -ENOSPC);
 	CHECK_EQ(stream_encode_sync(buf, 12), 12);
 	h = hello0;

@@ -1,0 +1,38 @@
+/* Fault injection and wait bounds for tests; see failpoint.h. */
+#include "migrate/failpoint.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "migrate/trace.h"
+#include "vmm/util.h"
+
+bool failpoint(const char *point)
+{
+	const char *spec = getenv("VMM_MIGRATE_FAULT"), *action;
+	size_t n = strlen(point);
+
+	if (!spec || strncmp(spec, point, n) || spec[n] != ':')
+		return false;
+	action = spec + n + 1;
+	log_err("migrate: fault injected at %s: %s", point, action);
+	if (!strcmp(action, "kill"))
+		raise(SIGKILL);
+	else if (!strcmp(action, "stop"))
+		raise(SIGSTOP);
+	else if (!strcmp(action, "reset"))
+		return true;
+	return false;
+}
+
+int mig_timeout_ms(int dflt_ms)
+{
+	const char *s = getenv("VMM_MIGRATE_TIMEOUT_MS");
+	uint64_t v;
+
+	if (s && !parse_uint(s, 1, 3600000, &v))
+		return (int)v;
+	return dflt_ms;
+}
