@@ -81,9 +81,8 @@ int dirty_init(struct dirty_log *d, int vm_fd, struct guest_mem *mem, enum dirty
 	       char *err, size_t errlen);
 void dirty_destroy(struct dirty_log *d);
 
-/* "auto", "clear-log" or "get-log" (the VMM_DIRTY_LOG environment
- * variable, for tests and for hosts where one mode misbehaves). 0 or
- * -EINVAL. */
+/* "auto", "clear-log" or "get-log" (`vmm migrate --dirty-log`, for tests
+ * and for hosts where one mode misbehaves). 0 or -EINVAL. */
 int dirty_mode_parse(const char *s, enum dirty_mode *out);
 
 /* Sets KVM_MEM_LOG_DIRTY_PAGES on every slot. */

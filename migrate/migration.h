@@ -23,6 +23,7 @@ struct migrate_options {
 	enum migrate_compress compress;
 	unsigned connections;  /* parallel connections, each with its own lane (1..16) */
 	bool drop_guest_cache; /* the hint round asks the guest to drop its caches first */
+	int dirty_mode;        /* enum dirty_mode: auto, or one forced (for tests) */
 };
 
 enum migrate_phase {

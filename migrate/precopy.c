@@ -342,8 +342,6 @@ static int setup(struct sender *s)
 	struct transport_addr addr;
 	struct stream_hello hello = { 0 };
 	char err[256], devices[STREAM_MAX_DEVICES_LEN + 1];
-	enum dirty_mode mode = DIRTY_MODE_AUTO;
-	const char *mode_env;
 	uint8_t buf[512];
 	int fd, rc;
 
@@ -386,11 +384,8 @@ static int setup(struct sender *s)
 	mig_trace("source: %u connections joined", s->rs.nlanes);
 	if ((rc = inject(s, "source-setup")))
 		return rc;
-	mode_env = getenv("VMM_DIRTY_LOG");
-	if (mode_env && dirty_mode_parse(mode_env, &mode))
-		return fail(s, -EINVAL, "VMM_DIRTY_LOG must be auto, clear-log or get-log, not '%s'",
-			    mode_env);
-	rc = dirty_init(&s->dirty, s->vm->fd, &s->vm->mem, mode, err, sizeof(err));
+	rc = dirty_init(&s->dirty, s->vm->fd, &s->vm->mem, (enum dirty_mode)s->m->opt.dirty_mode,
+			err, sizeof(err));
 	if (!rc) {
 		s->dirty_on = true;
 		rc = dirty_start(&s->dirty, err, sizeof(err));

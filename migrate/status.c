@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "migrate/dirty.h"
 #include "migrate/migration.h"
 #include "vmm/util.h"
 #include "vmm/vm.h"
@@ -36,6 +37,8 @@ int migrate_options_from_json(json_t *req, struct migrate_options *opt, char *er
 	json_t *uri = json_object_get(req, "uri"), *skip = json_object_get(req, "skip_free");
 	json_t *drop = json_object_get(req, "drop_guest_cache");
 	const char *compress = json_string_value(json_object_get(req, "compress"));
+	json_t *dirty_log = json_object_get(req, "dirty_log");
+	enum dirty_mode mode = DIRTY_MODE_AUTO;
 
 	memset(opt, 0, sizeof(*opt));
 	opt->downtime_ms = 300;
@@ -63,6 +66,12 @@ int migrate_options_from_json(json_t *req, struct migrate_options *opt, char *er
 		return -EINVAL;
 	}
 	opt->drop_guest_cache = json_is_true(drop);
+	if (dirty_log && (!json_is_string(dirty_log) ||
+			  dirty_mode_parse(json_string_value(dirty_log), &mode))) {
+		snprintf(err, errlen, "\"dirty_log\" must be auto, clear-log or get-log");
+		return -EINVAL;
+	}
+	opt->dirty_mode = (int)mode;
 	if (compress && !strcmp(compress, "zstd"))
 		opt->compress = COMPRESS_ZSTD;
 	else if (compress && !strcmp(compress, "none"))

@@ -17,7 +17,7 @@
 static const char migrate_usage[] =
 	"usage: vmm migrate SOCKET URI [--downtime-ms N] [--timeout-s N] [--no-skip-free]\n"
 	"                   [--compress auto|zstd|none] [--connections N] [--drop-guest-cache]\n"
-	"                   [--json]\n"
+	"                   [--dirty-log auto|clear-log|get-log] [--json]\n"
 	"       vmm migrate SOCKET --cancel\n"
 	"URI: tcp:HOST:PORT, tcp:[IPV6%IF]:PORT or unix:PATH\n";
 
@@ -33,6 +33,14 @@ static int parse_args(int argc, char **argv, json_t *req, bool *json, char *err,
 			json_object_set_new(req, "skip_free", json_false());
 		} else if (!strcmp(a, "--drop-guest-cache")) {
 			json_object_set_new(req, "drop_guest_cache", json_true());
+		} else if (!strcmp(a, "--dirty-log") && v) {
+			if (strcmp(v, "auto") && strcmp(v, "clear-log") && strcmp(v, "get-log")) {
+				snprintf(err, errlen, "--dirty-log: '%s' is not auto, clear-log or get-log",
+					 v);
+				return -EINVAL;
+			}
+			json_object_set_new(req, "dirty_log", json_string(v));
+			i++;
 		} else if (!strcmp(a, "--compress") && v) {
 			if (strcmp(v, "auto") && strcmp(v, "zstd") && strcmp(v, "none")) {
 				snprintf(err, errlen, "--compress: '%s' is not auto, zstd or none", v);
@@ -77,6 +85,8 @@ static void print_summary(json_t *st)
 	printf("migration %s in %.0f ms (setup %.0f ms, downtime %.0f ms)\n",
 	       json_string_value(json_object_get(st, "phase")), num(st, "total_ms"),
 	       num(st, "setup_ms"), num(st, "downtime_ms"));
+	if (json_is_string(json_object_get(st, "dirty_log")))
+		printf("  dirty log: %s\n", json_string_value(json_object_get(st, "dirty_log")));
 	printf("  on the wire: %.1f MiB, %.0f Mbit/s, %d iterations, dirty rate %.0f pages/s\n",
 	       num(st, "bytes") / mib, num(st, "throughput_mbps"), (int)num(st, "iterations"),
 	       num(st, "dirty_pages_per_s"));

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "migrate/dirty.h"
 #include "migrate/migration.h"
 #include "tests/unit/unit.h"
 #include "virtio/balloon.h"
@@ -96,6 +97,17 @@ static void test_migrate_request(void)
 	CHECK_EQ(opts_from("{\"uri\":\"tcp:h:1\",\"drop_guest_cache\":\"yes\"}", &o, err,
 			   sizeof(err)), -EINVAL);
 	CHECK_CONTAINS(err, "drop_guest_cache");
+	/* The dirty-log mode: auto unless forced. */
+	CHECK_EQ(o.dirty_mode, DIRTY_MODE_AUTO);
+	CHECK_EQ(opts_from("{\"uri\":\"tcp:h:1\",\"dirty_log\":\"get-log\"}", &o, err, sizeof(err)), 0);
+	CHECK_EQ(o.dirty_mode, DIRTY_MODE_GET_LOG);
+	CHECK_EQ(opts_from("{\"uri\":\"tcp:h:1\",\"dirty_log\":\"clear-log\"}", &o, err, sizeof(err)),
+		 0);
+	CHECK_EQ(o.dirty_mode, DIRTY_MODE_CLEAR_LOG);
+	CHECK_EQ(opts_from("{\"uri\":\"tcp:h:1\",\"dirty_log\":\"ring\"}", &o, err, sizeof(err)),
+		 -EINVAL);
+	CHECK_CONTAINS(err, "dirty_log");
+	CHECK_EQ(opts_from("{\"uri\":\"tcp:h:1\",\"dirty_log\":1}", &o, err, sizeof(err)), -EINVAL);
 	/* Parallel connections: 1 to 16. */
 	CHECK_EQ(opts_from("{\"uri\":\"tcp:h:1\",\"connections\":4}", &o, err, sizeof(err)), 0);
 	CHECK_EQ(o.connections, 4);
