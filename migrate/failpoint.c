@@ -9,9 +9,9 @@
 #include "migrate/trace.h"
 #include "vmm/util.h"
 
-bool failpoint(const char *point)
+bool failpoint(const char *spec, const char *point)
 {
-	const char *spec = getenv("VMM_MIGRATE_FAULT"), *action;
+	const char *action;
 	size_t n = strlen(point);
 
 	if (!spec || strncmp(spec, point, n) || spec[n] != ':')

@@ -45,6 +45,7 @@ struct receiver {
 	int listen_fd;
 	/* State sections loaded so far: each exactly once before READY. */
 	bool got_vm, got_uart;
+	unsigned syncs;                 /* SYNC records on connection 0 */
 	bool *got_vcpu;                 /* [ncpus] */
 	bool got_virtio[VIRTIO_MMIO_MAX_DEVICES];
 };
@@ -301,7 +302,7 @@ static int check_complete(struct receiver *r)
  * down as a reset link would take them. */
 static int inject(struct receiver *r, const char *point)
 {
-	if (!failpoint(point))
+	if (!failpoint(getenv("VMM_MIGRATE_FAULT"), point))
 		return 0;
 	for (unsigned i = 0; i < MAX_CONNECTIONS; i++)
 		if (r->lanes[i] && r->lanes[i]->conn_open)
@@ -351,8 +352,12 @@ static int handle(struct receiver *r, const struct stream_record *rec)
 		return recv_load_ram(r->lanes[0], rec);
 	case STREAM_ITER:
 		mig_trace("destination: ITER %u", rec->iteration);
-		return rec->iteration == 1 ? inject(r, "dest-iterate") : 0;
-	case STREAM_SYNC: return ack(r, STREAM_PHASE_SYNCED);
+		return 0;
+	case STREAM_SYNC:
+		/* The first SYNC ends the bulk pass: between passes. */
+		if (!r->syncs++ && (rc = inject(r, "dest-iterate")))
+			return rc;
+		return ack(r, STREAM_PHASE_SYNCED);
 	case STREAM_PRECOPY_DONE:
 		mig_trace("destination: PRECOPY_DONE");
 		rc = inject(r, "dest-stop-copy");

@@ -24,6 +24,7 @@ struct migrate_options {
 	unsigned connections;  /* parallel connections, each with its own lane (1..16) */
 	bool drop_guest_cache; /* the hint round asks the guest to drop its caches first */
 	int dirty_mode;        /* enum dirty_mode: auto, or one forced (for tests) */
+	char fault[64];        /* POINT:ACTION injected on this side (failpoint.h), or "" */
 };
 
 enum migrate_phase {

@@ -101,7 +101,7 @@ static int check_abort(struct sender *s)
  * down as a reset link would take it, and the migration fails. */
 static int inject(struct sender *s, const char *point)
 {
-	if (!failpoint(point))
+	if (!failpoint(s->m->opt.fault, point))
 		return 0;
 	ram_sender_shutdown(&s->rs);
 	return fail(s, -ECONNRESET, "fault injected at %s", point);
@@ -593,6 +593,9 @@ static int precopy(struct sender *s)
 			rc = sync_dirty(s);
 		if (rc)
 			return rc;
+		/* Between passes, whether or not another pass follows. */
+		if (!iterations && (rc = inject(s, "source-iterate")))
+			return rc;
 		dirty = bitmap_count(&s->rs.send);
 		mig_trace("source: sync: %llu dirty pages", (unsigned long long)dirty);
 		est_ms = s->pages_per_s > 0 ? (double)dirty * 1000.0 / s->pages_per_s : 1e9;
@@ -614,8 +617,7 @@ static int precopy(struct sender *s)
 		prev = dirty;
 		iterations++;
 		STAT_SET(s, s->m->st.iterations = iterations);
-		if (iterations == 1 && (rc = inject(s, "source-iterate")))
-			return rc;
+
 		/* A new round after the sync, for the pages freed since. */
 		hint_round_start(s);
 		pass = (struct send_pass){ .iter = true, .iteration = iterations };

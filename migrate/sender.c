@@ -512,7 +512,7 @@ static int lane_pass(struct send_lane *l, const struct send_pass *p)
 		/* Tests put a fault in the middle of the bulk pass. */
 		if (p->bulk && !l->index && first == rs->npages / 2 / SEND_STRIPE_PAGES *
 							     SEND_STRIPE_PAGES &&
-		    failpoint("source-bulk")) {
+		    failpoint(rs->m->opt.fault, "source-bulk")) {
 			ram_sender_shutdown(rs);
 			rc = lane_fail(l, -ECONNRESET, "fault injected at source-bulk");
 			break;

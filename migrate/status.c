@@ -37,7 +37,7 @@ int migrate_options_from_json(json_t *req, struct migrate_options *opt, char *er
 	json_t *uri = json_object_get(req, "uri"), *skip = json_object_get(req, "skip_free");
 	json_t *drop = json_object_get(req, "drop_guest_cache");
 	const char *compress = json_string_value(json_object_get(req, "compress"));
-	json_t *dirty_log = json_object_get(req, "dirty_log");
+	json_t *dirty_log = json_object_get(req, "dirty_log"), *fault = json_object_get(req, "fault");
 	enum dirty_mode mode = DIRTY_MODE_AUTO;
 
 	memset(opt, 0, sizeof(*opt));
@@ -72,6 +72,13 @@ int migrate_options_from_json(json_t *req, struct migrate_options *opt, char *er
 		return -EINVAL;
 	}
 	opt->dirty_mode = (int)mode;
+	if (fault && (!json_is_string(fault) || json_string_length(fault) >= sizeof(opt->fault) ||
+		      !strchr(json_string_value(fault), ':'))) {
+		snprintf(err, errlen, "\"fault\" must be a string POINT:ACTION");
+		return -EINVAL;
+	}
+	if (fault)
+		strcpy(opt->fault, json_string_value(fault));
 	if (compress && !strcmp(compress, "zstd"))
 		opt->compress = COMPRESS_ZSTD;
 	else if (compress && !strcmp(compress, "none"))

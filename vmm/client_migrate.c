@@ -33,6 +33,10 @@ static int parse_args(int argc, char **argv, json_t *req, bool *json, char *err,
 			json_object_set_new(req, "skip_free", json_false());
 		} else if (!strcmp(a, "--drop-guest-cache")) {
 			json_object_set_new(req, "drop_guest_cache", json_true());
+		} else if (!strcmp(a, "--fault") && v) {
+			/* For tests of the commit protocol (docs/migration.md). */
+			json_object_set_new(req, "fault", json_string(v));
+			i++;
 		} else if (!strcmp(a, "--dirty-log") && v) {
 			if (strcmp(v, "auto") && strcmp(v, "clear-log") && strcmp(v, "get-log")) {
 				snprintf(err, errlen, "--dirty-log: '%s' is not auto, clear-log or get-log",
