@@ -24,7 +24,6 @@
 #define MAX_ITERATIONS 60
 #define DROP_CACHE_WAIT_MS 10000
 #define THROTTLE_STEP 20
-#define THROTTLE_MAX 99 /* as QEMU's default: the guest always gets some time */
 
 /* The dirty pages into the send set, and all of them re-protected at
  * once: from here any write to any page reaches the next sync. */
@@ -308,6 +307,12 @@ static void note_pass(struct sender *s, uint64_t dirty, uint64_t pages0, uint64_
 	pthread_mutex_unlock(&s->m->lock);
 }
 
+unsigned precopy_throttle_step(unsigned pct)
+{
+	return pct + THROTTLE_STEP < PRECOPY_THROTTLE_MAX ? pct + THROTTLE_STEP
+							   : PRECOPY_THROTTLE_MAX;
+}
+
 int precopy_run(struct sender *s)
 {
 	struct send_pass pass = { .bulk = true, .iter = true, .iteration = 0 };
@@ -352,10 +357,9 @@ int precopy_run(struct sender *s)
 		if (est_ms <= s->m->opt.downtime_ms || iterations >= MAX_ITERATIONS)
 			return stop_and_copy(s);
 		/* Auto-converge: iterations that stop shrinking throttle the
-		 * vCPUs, never all the way (99% at most: the guest always runs). */
-		if (dirty * 10 >= prev * 9 && ++stuck >= 2 && throttle < THROTTLE_MAX) {
-			throttle = throttle + THROTTLE_STEP < THROTTLE_MAX ? throttle + THROTTLE_STEP
-									   : THROTTLE_MAX;
+		 * vCPUs, never all the way. */
+		if (dirty * 10 >= prev * 9 && ++stuck >= 2 && throttle < PRECOPY_THROTTLE_MAX) {
+			throttle = precopy_throttle_step(throttle);
 			STAT_SET(s, s->m->st.throttle_pct = throttle);
 			atomic_store(&s->throttle_pct, throttle);
 			if (!s->throttler_started)

@@ -73,6 +73,12 @@ int source_expect_ack(struct sender *s, enum stream_phase phase);
  * destination said RUNNING; else failed, with s->committed telling
  * whether the outcome is unknown. */
 int precopy_run(struct sender *s);
+/* Auto-converge's next throttle after pct: 20% more, at most
+ * PRECOPY_THROTTLE_MAX (as QEMU's default: the guest always gets some time,
+ * and a guest held 100% would be stopped without that counting as
+ * downtime). */
+#define PRECOPY_THROTTLE_MAX 99
+unsigned precopy_throttle_step(unsigned pct);
 /* Stops auto-converge and ends the hint rounds (on failure too). */
 void precopy_stop_throttle(struct sender *s);
 void precopy_hints_end(struct sender *s);

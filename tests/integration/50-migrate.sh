@@ -151,6 +151,18 @@ if wait_for $((30 * SLOW)) guest_up d0; then
 	# migration of d0 left DONE, 1), so DONE afterwards is this cancel's.
 	active=no
 	wait_for $((10 * SLOW)) hint_round_active d0 && active=yes
+	# While it runs, the guest's pause is the migration's: pause and
+	# resume are refused with a reason (before, `vmm resume` could resume
+	# a source in stop-and-copy, and the throttle a guest the user paused).
+	p_out=$("$VMM" pause "$WORK/d0.sock" 2>&1)
+	p_rc=$?
+	r_out=$("$VMM" resume "$WORK/d0.sock" 2>&1)
+	r_rc=$?
+	if [ $p_rc -ne 0 ] && [ $r_rc -ne 0 ] && grep -q "a migration is running" <<<"$p_out$r_out"; then
+		pass migrate_pause_refused_while_migrating
+	else
+		fail migrate_pause_refused_while_migrating "pause: $p_rc $p_out" "resume: $r_rc $r_out"
+	fi
 	"$VMM" migrate "$WORK/d0.sock" --cancel >/dev/null 2>&1
 	wait_for $((20 * SLOW)) gone "$mig"
 	kill -9 $mig 2>/dev/null
@@ -166,6 +178,19 @@ if wait_for $((30 * SLOW)) guest_up d0; then
 			"$(cat "$WORK/g.migrate")"
 	fi
 	kill -9 $dst_pid 2>/dev/null
+	# --- A guest the user paused is not migrated, and stays paused. ---
+	"$VMM" pause "$WORK/d0.sock" >/dev/null 2>&1
+	m_out=$("$VMM" migrate "$WORK/d0.sock" "tcp:127.0.0.1:$PORT" 2>&1)
+	m_rc=$?
+	st=$(json_field "$("$VMM" status "$WORK/d0.sock")" state)
+	"$VMM" resume "$WORK/d0.sock" >/dev/null 2>&1
+	st2=$(json_field "$("$VMM" status "$WORK/d0.sock")" state)
+	if [ $m_rc -ne 0 ] && grep -q "the VM is paused" <<<"$m_out" && [ "$st" = paused ] &&
+		[ "$st2" = running ]; then
+		pass migrate_refused_while_paused
+	else
+		fail migrate_refused_while_paused "migrate: $m_rc $m_out" "state after: $st, after resume: $st2"
+	fi
 else
 	fail migrate_destination_killed "the source guest never ran" "$(tail -5 "$WORK/d0.out")"
 fi
