@@ -109,6 +109,9 @@ static void reencode(const uint8_t *in, size_t len, const struct stream_record *
 	case STREAM_SYNC:
 		n = stream_encode_sync(out, len);
 		break;
+	case STREAM_COMMIT:
+		n = stream_encode_commit(out, len, rec->commit_session);
+		break;
 	default:
 		__builtin_trap();
 	}
