@@ -459,6 +459,13 @@ static void stop_lanes(struct receiver *r)
 			recv_lane_join(r->lanes[i]);
 }
 
+static void free_receiver(struct receiver *r)
+{
+	recv_shared_free(&r->rx);
+	free(r->got_vcpu);
+	free(r);
+}
+
 int migrate_incoming(struct vm *vm, const char *uri)
 {
 	struct receiver *r = calloc(1, sizeof(*r));
@@ -477,14 +484,6 @@ int migrate_incoming(struct vm *vm, const char *uri)
 		rc = receive(r);
 	if (!rc)
 		rc = commit(r);
-	if (!rc) {
-		/* Committed: the guest is this side's, whatever happens to the
-		 * answer. A source that misses it keeps its copy paused. */
-		if (ack(r, STREAM_PHASE_RUNNING))
-			log_err("incoming migration: committed, but RUNNING did not reach the "
-				"source (%s); the guest runs here", r->rx.err);
-		mig_trace("destination: RUNNING sent, process CPU %.0f ms", mig_trace_cpu_ms());
-	}
 	if (rc) {
 		stop_lanes(r);
 		if (r->lanes[0] && r->lanes[0]->conn_open) {
@@ -496,16 +495,36 @@ int migrate_incoming(struct vm *vm, const char *uri)
 		}
 		log_err("incoming migration failed: %s", r->rx.err);
 	}
-	for (unsigned i = 0; i < MAX_CONNECTIONS; i++)
+	/* Connection 0 stays open for RUNNING, once the vCPUs run. */
+	for (unsigned i = rc ? 0 : 1; i < MAX_CONNECTIONS; i++)
 		if (r->lanes[i])
-			close_lane(r->lanes[i]);
+			close_lane(r->lanes[i]), r->lanes[i] = NULL;
 	if (r->listen_fd >= 0)
 		close(r->listen_fd);
+	r->listen_fd = -1;
 	recv_ram_end(vm);
-	recv_shared_free(&r->rx);
-	free(r->got_vcpu);
-	free(r);
-	if (!rc)
-		vm_virtio_resume(vm);
-	return rc ? -1 : 0;
+	if (rc) {
+		free_receiver(r);
+		return -1;
+	}
+	vm->incoming = r;
+	vm_virtio_resume(vm);
+	return 0;
+}
+
+void migrate_incoming_running(struct vm *vm)
+{
+	struct receiver *r = vm->incoming;
+
+	if (!r)
+		return;
+	/* Committed: the guest is this side's, whatever happens to the answer.
+	 * A source that misses it keeps its copy paused (an unknown outcome). */
+	if (ack(r, STREAM_PHASE_RUNNING))
+		log_err("incoming migration: RUNNING did not reach the source (%s); the guest runs "
+			"here, the source keeps its copy paused", r->rx.err);
+	mig_trace("destination: RUNNING sent, process CPU %.0f ms", mig_trace_cpu_ms());
+	close_lane(r->lanes[0]);
+	free_receiver(r);
+	vm->incoming = NULL;
 }

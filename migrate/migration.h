@@ -97,8 +97,12 @@ int migrate_force_resume(struct vm *vm);
 void migrate_destroy(struct vm *vm);
 
 /* Destination: waits for one source on uri, receives and checks the whole
- * stream and loads it into vm. 0, or -1 after printing one line. The VM
- * must not have run. */
+ * stream, loads it into vm, says READY and waits for the source's COMMIT.
+ * 0 once committed (the VM must run now), or -1 after printing one line
+ * (it must not run). The VM must not have run. */
 int migrate_incoming(struct vm *vm, const char *uri);
+/* Destination, once the vCPUs of a committed VM run: tells the source
+ * (RUNNING), which may then end. */
+void migrate_incoming_running(struct vm *vm);
 
 #endif

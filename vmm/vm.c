@@ -501,6 +501,8 @@ int vm_run(struct vm *vm)
 	for (unsigned i = 0; i < vm->ncpus; i++)
 		if (vcpu_start(&vm->vcpus[i]))
 			die("cannot start vCPU thread %u", i);
+	/* A migrated-in guest runs now: the source may go. */
+	migrate_incoming_running(vm);
 	while (atomic_load(&vm->stop_reason) == VM_STOP_NONE) {
 		if (loop_run_once(&rt.loop, vm->console.npending ? 10 : -1))
 			break;

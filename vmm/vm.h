@@ -21,6 +21,7 @@
 
 struct vcpu;
 struct migration;
+struct receiver;
 
 /* Who holds the vCPUs paused. Each owner pauses and resumes only its own
  * hold, so auto-converge cannot resume a guest the user paused, and a
@@ -60,6 +61,7 @@ struct vm {
 	struct virtio_dev *virtio[VIRTIO_MMIO_MAX_DEVICES];
 	unsigned nvirtio;
 	struct migration *migration; /* the outgoing migration, if one was started */
+	struct receiver *incoming;   /* an incoming one, from COMMIT until the vCPUs run */
 	char *cmdline;           /* --cmdline plus the virtio-mmio devices */
 	unsigned ncpus;
 	struct vcpu *vcpus;
