@@ -1,5 +1,6 @@
-/* The source's RAM path: lanes, passes, stripes and records (see
- * sender.h). */
+/* The source's RAM path, one lane's pass: buffers, stripes, records and
+ * compression (see sender.h; the lanes' threads and their life are in
+ * sender_lanes.c). */
 #include "migrate/sender.h"
 
 #include <errno.h>
@@ -20,14 +21,11 @@
 
 #define PAGEMAP_PRESENT (1ULL << 63)
 #define PAGEMAP_SWAPPED (1ULL << 62)
-#define PUBLISH_NS 100000000ULL /* figures for `vmm migrate` while a pass runs */
 #define LINK_SAMPLE_BYTES (2u << 20) /* busy time summed until this much went out */
 #define LINK_PROBE_AFTER 24          /* data records without a link figure (1 at first), then */
 #define LINK_PROBE_RECORDS 12        /* a raw burst this long (the buffers fill first) */
 
-static int lane_fail(struct send_lane *l, int rc, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static int lane_fail(struct send_lane *l, int rc, const char *fmt, ...)
+int sender_lane_fail(struct send_lane *l, int rc, const char *fmt, ...)
 {
 	struct migration *m = l->rs->m;
 	char msg[200];
@@ -55,11 +53,11 @@ static int lane_check_abort(struct send_lane *l)
 	if (atomic_load(&rs->abort))
 		return -ESHUTDOWN; /* another lane failed and said why */
 	if (atomic_load(&rs->m->cancel))
-		return lane_fail(l, -ECANCELED, "cancelled");
+		return sender_lane_fail(l, -ECANCELED, "cancelled");
 	if (rs->deadline_ns && now_ns() > rs->deadline_ns)
-		return lane_fail(l, -ETIMEDOUT, "timed out after %u s", rs->m->opt.timeout_s);
+		return sender_lane_fail(l, -ETIMEDOUT, "timed out after %u s", rs->m->opt.timeout_s);
 	if (atomic_load(&rs->vm->stop_reason) != VM_STOP_NONE)
-		return lane_fail(l, -ECANCELED, "the VM is stopping");
+		return sender_lane_fail(l, -ECANCELED, "the VM is stopping");
 	return 0;
 }
 
@@ -103,7 +101,7 @@ static int next_buffer(struct send_lane *l, uint8_t **buf)
 
 	l->t_wait += now_ns() - t0;
 	if (rc)
-		return lane_fail(l, rc, "sending: %s", strerror(-rc));
+		return sender_lane_fail(l, rc, "sending: %s", strerror(-rc));
 	note_sent(l);
 	note_link(l);
 	l->next_buf = (i + 1) % SEND_LANE_BUFS;
@@ -118,10 +116,10 @@ static int queue_record(struct send_lane *l, const uint8_t *buf, ssize_t len)
 	int rc;
 
 	if (len < 0)
-		return lane_fail(l, (int)len, "encoding a record: %s", stream_strerror((int)len));
+		return sender_lane_fail(l, (int)len, "encoding a record: %s", stream_strerror((int)len));
 	rc = mig_conn_send(l->conn, buf, (size_t)len);
 	if (rc)
-		return lane_fail(l, rc, "sending: %s", strerror(-rc));
+		return sender_lane_fail(l, rc, "sending: %s", strerror(-rc));
 	l->buf_end[i] = l->conn->bytes_queued;
 	return 0;
 }
@@ -219,7 +217,7 @@ static int flush_data(struct send_lane *l)
 		rc = stream_ram_begin(&e, buf, SEND_BUF_SIZE, STREAM_RAM_ZSTD, GUEST_PAGE_SIZE,
 				      l->data_r, l->ndr);
 		if (rc)
-			return lane_fail(l, rc, "encoding RAM: %s", stream_strerror(rc));
+			return sender_lane_fail(l, rc, "encoding RAM: %s", stream_strerror(rc));
 		len = compress_data(l, &e, raw);
 		if (len > 0) {
 			atomic_fetch_add_explicit(&l->st.pages_zstd, l->nd, memory_order_relaxed);
@@ -236,7 +234,7 @@ static int flush_data(struct send_lane *l)
 		rc = stream_ram_begin(&e, buf, SEND_BUF_SIZE, STREAM_RAM_RAW, GUEST_PAGE_SIZE,
 				      l->data_r, l->ndr);
 		if (rc)
-			return lane_fail(l, rc, "encoding RAM: %s", stream_strerror(rc));
+			return sender_lane_fail(l, rc, "encoding RAM: %s", stream_strerror(rc));
 		for (unsigned i = 0; i < l->nd; i++)
 			memcpy(e.data + ((size_t)i << GUEST_PAGE_SHIFT), page_hva(l->rs, l->data_p[i]),
 			       GUEST_PAGE_SIZE);
@@ -337,7 +335,7 @@ static int read_pagemap(struct send_lane *l, uint64_t lo, uint64_t hi)
 	off_t off = (off_t)(((uintptr_t)page_hva(l->rs, lo) >> GUEST_PAGE_SHIFT) * 8);
 
 	if (pread(l->rs->pagemap_fd, l->pagemap, len, off) != (ssize_t)len)
-		return lane_fail(l, -EIO, "reading /proc/self/pagemap: %s", strerror(errno));
+		return sender_lane_fail(l, -EIO, "reading /proc/self/pagemap: %s", strerror(errno));
 	return 0;
 }
 
@@ -441,30 +439,6 @@ static int send_prefix(struct send_lane *l, const struct send_pass *p)
 					    : stream_encode_precopy_done(buf, SEND_BUF_SIZE));
 }
 
-int reply_next(struct mig_conn *c, struct reply_buf *rb, struct stream_record *rec,
-	       size_t *used, int timeout_ms)
-{
-	for (;;) {
-		ssize_t n;
-		int rc = stream_decode(rb->buf, rb->have, rec, used);
-
-		if (rc)
-			return rc;
-		if (rb->have == sizeof(rb->buf))
-			return -EPROTO;
-		n = mig_conn_recv(c, rb->buf + rb->have, sizeof(rb->buf) - rb->have, timeout_ms);
-		if (n <= 0)
-			return n ? (int)n : -ECONNRESET;
-		rb->have += (size_t)n;
-	}
-}
-
-void reply_consume(struct reply_buf *rb, size_t used)
-{
-	memmove(rb->buf, rb->buf + used, rb->have - used);
-	rb->have -= used;
-}
-
 /* SYNC, and its answer once the destination applied everything before. */
 static int sync_lane(struct send_lane *l)
 {
@@ -477,20 +451,20 @@ static int sync_lane(struct send_lane *l)
 	if (!rc)
 		rc = queue_record(l, buf, stream_encode_sync(buf, SEND_BUF_SIZE));
 	if (!rc && (rc = mig_conn_flush(l->conn, SEND_IO_TIMEOUT_MS)))
-		return lane_fail(l, rc, "sending: %s", strerror(-rc));
+		return sender_lane_fail(l, rc, "sending: %s", strerror(-rc));
 	if (rc)
 		return rc;
 	t0 = now_ns();
 	rc = reply_next(l->conn, l->reply, &rec, &used, SEND_IO_TIMEOUT_MS);
 	l->t_wait += now_ns() - t0;
 	if (rc < 0)
-		return lane_fail(l, rc, "destination: %s",
+		return sender_lane_fail(l, rc, "destination: %s",
 				 rc == -ECONNRESET ? "connection closed" : stream_strerror(rc));
 	if (rec.type == STREAM_ERROR)
-		rc = lane_fail(l, -EPROTO, "destination refused: %.*s", rec.error.reason_len,
+		rc = sender_lane_fail(l, -EPROTO, "destination refused: %.*s", rec.error.reason_len,
 			       rec.error.reason);
 	else if (rec.type != STREAM_ACK || rec.ack.phase != STREAM_PHASE_SYNCED || rec.ack.status)
-		rc = lane_fail(l, -EPROTO, "unexpected reply from the destination (type %u)",
+		rc = sender_lane_fail(l, -EPROTO, "unexpected reply from the destination (type %u)",
 			       rec.type);
 	else
 		rc = 0;
@@ -498,7 +472,7 @@ static int sync_lane(struct send_lane *l)
 	return rc;
 }
 
-static int lane_pass(struct send_lane *l, const struct send_pass *p)
+int sender_lane_pass(struct send_lane *l, const struct send_pass *p)
 {
 	struct ram_sender *rs = l->rs;
 	uint64_t t0 = now_ns(), b0 = l->conn->bytes_queued, p0 = l->ram_pages;
@@ -514,7 +488,7 @@ static int lane_pass(struct send_lane *l, const struct send_pass *p)
 							     SEND_STRIPE_PAGES &&
 		    failpoint(rs->m->opt.fault, "source-bulk")) {
 			ram_sender_shutdown(rs);
-			rc = lane_fail(l, -ECONNRESET, "fault injected at source-bulk");
+			rc = sender_lane_fail(l, -ECONNRESET, "fault injected at source-bulk");
 			break;
 		}
 
@@ -543,7 +517,7 @@ static int lane_pass(struct send_lane *l, const struct send_pass *p)
 		rc = mig_conn_flush(l->conn, SEND_IO_TIMEOUT_MS);
 		l->t_wait += now_ns() - t1;
 		if (rc)
-			rc = lane_fail(l, rc, "sending: %s", strerror(-rc));
+			rc = sender_lane_fail(l, rc, "sending: %s", strerror(-rc));
 	}
 	note_sent(l);
 	mig_trace("lane %u pass done in %.1f ms: %llu pages, %llu bytes; compress %.1f,"
@@ -552,286 +526,4 @@ static int lane_pass(struct send_lane *l, const struct send_pass *p)
 		  (unsigned long long)(l->conn->bytes_queued - b0), (double)l->t_compress / 1e6,
 		  (double)l->t_wait / 1e6);
 	return rc;
-}
-
-static void *lane_thread(void *arg)
-{
-	struct send_lane *l = arg;
-	struct ram_sender *rs = l->rs;
-	unsigned seen = 0;
-	char name[16];
-
-	snprintf(name, sizeof(name), "migrate-%u", l->index);
-	pthread_setname_np(pthread_self(), name);
-	pthread_mutex_lock(&rs->lock);
-	for (;;) {
-		struct send_pass pass;
-		int rc;
-
-		while (rs->gen == seen && !rs->quit)
-			pthread_cond_wait(&rs->cond, &rs->lock);
-		if (rs->quit)
-			break;
-		seen = rs->gen;
-		pass = rs->pass;
-		pthread_mutex_unlock(&rs->lock);
-		rc = lane_pass(l, &pass);
-		pthread_mutex_lock(&rs->lock);
-		/* The lane that failed says why; the others only stopped. */
-		if (rc && (!rs->error || rs->error == -ESHUTDOWN))
-			rs->error = rc;
-		if (--rs->running == 0)
-			pthread_cond_broadcast(&rs->cond);
-	}
-	pthread_mutex_unlock(&rs->lock);
-	return NULL;
-}
-
-static int lane_init(struct ram_sender *rs, struct send_lane *l, unsigned index)
-{
-	struct migration *m = rs->m;
-
-	l->rs = rs;
-	l->index = index;
-	l->conn = &l->own;
-	l->reply = &l->own_reply;
-	for (unsigned i = 0; i < SEND_LANE_BUFS; i++)
-		if (!(l->bufs[i] = ram_buf_alloc(SEND_BUF_SIZE)))
-			return -ENOMEM;
-	l->staging = ram_buf_alloc(SEND_CHUNK_PAGES * GUEST_PAGE_SIZE);
-	if (!l->staging)
-		return -ENOMEM;
-	if (m->opt.compress != COMPRESS_NONE) {
-		if (ram_compressor_init(&l->zc, RAM_ZSTD_LEVEL_DEFAULT))
-			return -ENOMEM;
-		l->zc_on = true;
-		/* The record's checksum already covers the frame on the wire. */
-		ram_compressor_set_checksum(&l->zc, false);
-		ram_auto_init(&l->autoc);
-	}
-	return 0;
-}
-
-int ram_sender_init(struct ram_sender *rs, struct migration *m, struct dirty_log *dirty,
-		    struct mig_conn *conn0, struct reply_buf *reply0, unsigned nlanes)
-{
-	memset(rs, 0, sizeof(*rs));
-	rs->m = m;
-	rs->vm = m->vm;
-	rs->dirty = dirty;
-	rs->nlanes = nlanes;
-	rs->skip_free = m->opt.skip_free;
-	rs->pagemap_fd = -1;
-	rs->npages = guest_mem_pages(&m->vm->mem);
-	if (m->opt.timeout_s)
-		rs->deadline_ns = m->st.start_ns + (uint64_t)m->opt.timeout_s * 1000000000ULL;
-	pthread_mutex_init(&rs->lock, NULL);
-	pthread_cond_init(&rs->cond, NULL);
-	rs->sync_init = true;
-	rs->pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-	if (rs->pagemap_fd < 0)
-		return -errno;
-	if (bitmap_alloc(&rs->send, rs->npages))
-		return -ENOMEM;
-	rs->lanes = calloc(nlanes, sizeof(*rs->lanes));
-	if (!rs->lanes)
-		return -ENOMEM;
-	for (unsigned i = 0; i < nlanes; i++)
-		if (lane_init(rs, &rs->lanes[i], i))
-			return -ENOMEM;
-	rs->lanes[0].conn = conn0;
-	rs->lanes[0].reply = reply0;
-	return 0;
-}
-
-int ram_sender_start(struct ram_sender *rs)
-{
-	for (unsigned i = 0; i < rs->nlanes; i++) {
-		struct send_lane *l = &rs->lanes[i];
-		int rc = thread_create(&l->thread, lane_thread, l);
-
-		if (rc)
-			return -rc;
-		l->thread_started = true;
-	}
-	return 0;
-}
-
-uint64_t ram_sender_bytes(struct ram_sender *rs)
-{
-	uint64_t n = 0;
-
-	for (unsigned i = 0; rs->lanes && i < rs->nlanes; i++)
-		n += atomic_load_explicit(&rs->lanes[i].st.bytes_sent, memory_order_relaxed);
-	return n;
-}
-
-uint64_t ram_sender_pages(const struct ram_sender *rs)
-{
-	uint64_t n = 0;
-
-	for (unsigned i = 0; rs->lanes && i < rs->nlanes; i++)
-		n += rs->lanes[i].ram_pages;
-	return n;
-}
-
-void ram_sender_publish(struct ram_sender *rs)
-{
-	struct migrate_stats *st = &rs->m->st;
-	struct lane_stats sum = { 0 };
-
-	if (!rs->lanes)
-		return;
-#define ADD(f) sum.f += atomic_load_explicit(&l->st.f, memory_order_relaxed)
-	for (unsigned i = 0; i < rs->nlanes; i++) {
-		struct send_lane *l = &rs->lanes[i];
-
-		ADD(pages_raw);
-		ADD(pages_zstd);
-		ADD(pages_zero);
-		ADD(skipped_reported);
-		ADD(skipped_untouched);
-		ADD(raw_bytes_compressed);
-		ADD(zstd_bytes);
-		ADD(bytes_sent);
-	}
-#undef ADD
-	pthread_mutex_lock(&rs->m->lock);
-	st->pages_raw = sum.pages_raw;
-	st->pages_zstd = sum.pages_zstd;
-	st->pages_zero = sum.pages_zero;
-	st->skipped_reported = sum.skipped_reported;
-	st->skipped_untouched = sum.skipped_untouched;
-	st->raw_bytes_compressed = sum.raw_bytes_compressed;
-	st->zstd_bytes = sum.zstd_bytes;
-	st->bytes_wire = sum.bytes_sent;
-	st->skipped_hinted = atomic_load(&rs->skipped_hinted);
-	pthread_mutex_unlock(&rs->m->lock);
-}
-
-int ram_sender_pass(struct ram_sender *rs, const struct send_pass *p)
-{
-	int rc;
-
-	pthread_mutex_lock(&rs->lock);
-	rs->pass = *p;
-	rs->error = 0;
-	rs->running = rs->nlanes;
-	rs->gen++;
-	pthread_cond_broadcast(&rs->cond);
-	while (rs->running) {
-		struct timespec ts;
-
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += (long)PUBLISH_NS;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
-		if (pthread_cond_timedwait(&rs->cond, &rs->lock, &ts) == ETIMEDOUT) {
-			pthread_mutex_unlock(&rs->lock);
-			ram_sender_publish(rs);
-			pthread_mutex_lock(&rs->lock);
-		}
-	}
-	rc = rs->error;
-	pthread_mutex_unlock(&rs->lock);
-	ram_sender_publish(rs);
-	return rc;
-}
-
-int ram_sender_protect(struct ram_sender *rs, char *err, size_t errlen)
-{
-	return dirty_clear_mask(rs->dirty, 0, rs->npages, rs->send.words, err, errlen);
-}
-
-void ram_sender_hint(struct ram_sender *rs, uint64_t first, uint64_t n)
-{
-	_Atomic uint64_t *words = (_Atomic uint64_t *)rs->send.words;
-	uint64_t skipped = 0;
-
-	if (!n || first >= rs->npages || n > rs->npages - first)
-		return;
-	for (uint64_t p = first; p < first + n;) {
-		uint64_t w = p / 64, lo = p % 64, cnt = 64 - lo < first + n - p ? 64 - lo : first + n - p;
-		uint64_t bits = (cnt == 64 ? ~0ULL : ((1ULL << cnt) - 1)) << lo;
-		uint64_t old = atomic_fetch_and(&words[w], ~bits);
-
-		skipped += (uint64_t)__builtin_popcountll(old & bits);
-		p += cnt;
-	}
-	atomic_fetch_add(&rs->skipped_hinted, skipped);
-}
-
-static void lane_close(struct send_lane *l, const char *reason)
-{
-	if (!l->own_open)
-		return;
-	if (reason) {
-		uint8_t buf[512];
-		ssize_t len = stream_encode_error(buf, sizeof(buf), 1, reason);
-
-		if (len > 0 && !mig_conn_send(&l->own, buf, (size_t)len))
-			mig_conn_flush(&l->own, 1000);
-	}
-	mig_conn_close(&l->own);
-	l->own_open = false;
-}
-
-int ram_sender_lane_open(struct ram_sender *rs, unsigned i, int fd)
-{
-	struct send_lane *l = &rs->lanes[i];
-	int rc = mig_conn_init(&l->own, fd, 64);
-
-	if (!rc)
-		l->own_open = true;
-	return rc;
-}
-
-void ram_sender_stop(struct ram_sender *rs, bool failed)
-{
-	if (!rs->sync_init)
-		return;
-	pthread_mutex_lock(&rs->lock);
-	rs->quit = true;
-	pthread_cond_broadcast(&rs->cond);
-	pthread_mutex_unlock(&rs->lock);
-	for (unsigned i = 0; rs->lanes && i < rs->nlanes; i++) {
-		struct send_lane *l = &rs->lanes[i];
-
-		if (l->thread_started)
-			pthread_join(l->thread, NULL);
-		l->thread_started = false;
-		lane_close(l, failed ? rs->m->error : NULL);
-	}
-}
-
-void ram_sender_free(struct ram_sender *rs)
-{
-	if (!rs->sync_init)
-		return;
-	ram_sender_stop(rs, false);
-	for (unsigned i = 0; rs->lanes && i < rs->nlanes; i++) {
-		struct send_lane *l = &rs->lanes[i];
-
-		if (l->zc_on)
-			ram_compressor_free(&l->zc);
-		for (unsigned j = 0; j < SEND_LANE_BUFS; j++)
-			ram_buf_free(l->bufs[j], SEND_BUF_SIZE);
-		ram_buf_free(l->staging, SEND_CHUNK_PAGES * GUEST_PAGE_SIZE);
-	}
-	free(rs->lanes);
-	bitmap_free(&rs->send);
-	if (rs->pagemap_fd >= 0)
-		close(rs->pagemap_fd);
-	pthread_cond_destroy(&rs->cond);
-	pthread_mutex_destroy(&rs->lock);
-	rs->sync_init = false;
-}
-
-void ram_sender_shutdown(struct ram_sender *rs)
-{
-	for (unsigned i = 0; i < rs->nlanes; i++)
-		if ((i == 0 || rs->lanes[i].own_open) && rs->lanes[i].conn->fd >= 0)
-			shutdown(rs->lanes[i].conn->fd, SHUT_RDWR);
 }

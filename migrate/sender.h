@@ -196,4 +196,12 @@ void ram_sender_stop(struct ram_sender *rs, bool failed);
 void ram_sender_shutdown(struct ram_sender *rs);
 void ram_sender_free(struct ram_sender *rs);
 
+/* Between sender.c (a lane's pass) and sender_lanes.c (the lanes' life). */
+/* One pass of lane l: 0 or the first error (the migration's error set). */
+int sender_lane_pass(struct send_lane *l, const struct send_pass *p);
+/* Records the first error (prefixed with the connection when there are
+ * several), stops the other lanes, returns rc (-EIO if rc >= 0). */
+int sender_lane_fail(struct send_lane *l, int rc, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
 #endif
