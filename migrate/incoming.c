@@ -426,6 +426,8 @@ static int commit(struct receiver *r)
 	return inject(r, "dest-commit");
 }
 
+static int first_connection(struct receiver *r, int fd);
+
 static int accept_source(struct receiver *r, const char *uri)
 {
 	struct transport_addr addr;
@@ -442,6 +444,12 @@ static int accept_source(struct receiver *r, const char *uri)
 	if (fd < 0)
 		return refuse(r, fd, "--incoming: %s", err);
 	mig_trace("destination: accepted, process CPU %.0f ms", mig_trace_cpu_ms());
+	return first_connection(r, fd);
+}
+
+/* The source's connection 0, on fd. */
+static int first_connection(struct receiver *r, int fd)
+{
 	r->lanes[0] = open_lane(r, fd);
 	if (!r->lanes[0])
 		return -ENOMEM;
@@ -466,7 +474,8 @@ static void free_receiver(struct receiver *r)
 	free(r);
 }
 
-int migrate_incoming(struct vm *vm, const char *uri)
+/* From uri, or from fd (connected already) when uri is NULL. */
+static int incoming(struct vm *vm, const char *uri, int fd)
 {
 	struct receiver *r = calloc(1, sizeof(*r));
 	int rc;
@@ -479,7 +488,7 @@ int migrate_incoming(struct vm *vm, const char *uri)
 	if (!r->got_vcpu || recv_shared_init(&r->rx, vm))
 		die("incoming migration: out of memory");
 	recv_ram_begin(vm);
-	rc = accept_source(r, uri);
+	rc = uri ? accept_source(r, uri) : first_connection(r, fd);
 	if (!rc)
 		rc = receive(r);
 	if (!rc)
@@ -510,6 +519,16 @@ int migrate_incoming(struct vm *vm, const char *uri)
 	vm->incoming = r;
 	vm_virtio_resume(vm);
 	return 0;
+}
+
+int migrate_incoming(struct vm *vm, const char *uri)
+{
+	return incoming(vm, uri, -1);
+}
+
+int migrate_incoming_fd(struct vm *vm, int fd)
+{
+	return incoming(vm, NULL, fd);
 }
 
 void migrate_incoming_running(struct vm *vm)

@@ -101,6 +101,10 @@ void migrate_destroy(struct vm *vm);
  * 0 once committed (the VM must run now), or -1 after printing one line
  * (it must not run). The VM must not have run. */
 int migrate_incoming(struct vm *vm, const char *uri);
+/* The same on one connection already made (fd, which it owns): a source
+ * whose HELLO asks for more connections is refused. For the fuzz target
+ * of a whole stream (tests/fuzz/fuzz_incoming.c). */
+int migrate_incoming_fd(struct vm *vm, int fd);
 /* Destination, once the vCPUs of a committed VM run: tells the source
  * (RUNNING), which may then end. */
 void migrate_incoming_running(struct vm *vm);
