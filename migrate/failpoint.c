@@ -2,6 +2,7 @@
 #include "migrate/failpoint.h"
 
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,10 +30,16 @@ bool failpoint(const char *spec, const char *point)
 
 int mig_timeout_ms(int dflt_ms)
 {
-	const char *s = getenv("VMM_MIGRATE_TIMEOUT_MS");
-	uint64_t v;
+	/* Read once: the sender asks for every buffer it waits on. */
+	static _Atomic int cached = -1;
+	int v = atomic_load_explicit(&cached, memory_order_relaxed);
 
-	if (s && !parse_uint(s, 1, 3600000, &v))
-		return (int)v;
-	return dflt_ms;
+	if (v < 0) {
+		const char *s = getenv("VMM_MIGRATE_TIMEOUT_MS");
+		uint64_t n;
+
+		v = s && !parse_uint(s, 1, 3600000, &n) ? (int)n : 0;
+		atomic_store_explicit(&cached, v, memory_order_relaxed);
+	}
+	return v ? v : dflt_ms;
 }

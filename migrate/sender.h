@@ -35,6 +35,7 @@
 
 #include "migrate/bitmap.h"
 #include "migrate/dirty.h"
+#include "migrate/failpoint.h"
 #include "migrate/migration.h"
 #include "migrate/ram.h"
 #include "migrate/stream.h"
@@ -47,7 +48,7 @@
 #define SEND_BUF_SIZE (STREAM_HDR_SIZE + STREAM_RAM_HDR_SIZE + \
 		       STREAM_RAM_MAX_RANGES * STREAM_RAM_RANGE_SIZE + \
 		       SEND_CHUNK_PAGES * GUEST_PAGE_SIZE + 8192)
-#define SEND_IO_TIMEOUT_MS 30000
+#define SEND_IO_TIMEOUT_MS mig_timeout_ms(30000) /* a reply, a buffer sent */
 #define SEND_MAX_LANES 16
 
 struct ram_sender;

@@ -19,7 +19,7 @@
 #include "migrate/stream.h"
 #include "migrate/transport.h"
 
-#define IO_TIMEOUT_MS mig_timeout_ms(SEND_IO_TIMEOUT_MS)
+#define IO_TIMEOUT_MS SEND_IO_TIMEOUT_MS
 
 /* Everything the coordinating thread owns. */
 struct sender {
