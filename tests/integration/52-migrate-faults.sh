@@ -78,14 +78,18 @@ fault() {
 		"${src_fault[@]}" >"$WORK/$test.migrate" 2>&1 &
 	mig=$!
 	if [ "$action" = stop ]; then
-		# The frozen side is continued once the other has given up.
+		# The frozen side is continued once the other side has acted
+		# without it: a source gave up (or is left with an unknown
+		# outcome), a destination gave up, or runs the guest.
 		local frozen=$src_pid
 		[ "$side" = dest ] && frozen=$dst_pid
 		wait_for $((MIG_TIMEOUT)) frozen_or_gone "$frozen" "$mig"
-		if [ "$expect" = dest-late ] || [ "$expect" = unknown ]; then
+		if [ "$side" = dest ]; then
 			wait_for $((MIG_TIMEOUT)) gone $mig
+		elif [ "$expect" = dest ]; then
+			wait_for $((MIG_TIMEOUT)) passes_past "$to" 0
 		else
-			sleep $(((T_MS + 999) / 1000 + 2))
+			wait_for $((MIG_TIMEOUT)) gone $dst_pid
 		fi
 		kill -CONT "$frozen"
 	fi
