@@ -67,7 +67,7 @@ struct migration {
 	pthread_mutex_t lock; /* phase, error, stats for readers */
 	pthread_cond_t cond;
 	enum migrate_phase phase;
-	bool final_seen;      /* a status query saw the final phase */
+	bool final_seen;      /* `vmm migrate` (a status query with "follow") saw the final phase */
 	char error[320];
 	const char *dirty_log; /* the dirty-log mode in use, once logging is on */
 	struct migrate_stats st;
@@ -79,8 +79,10 @@ int migrate_options_from_json(json_t *req, struct migrate_options *opt, char *er
 const char *migrate_drop_cache_note(struct vm *vm, const struct migrate_options *opt);
 /* Starts the source side in its own thread. 0, -EBUSY or -errno. */
 int migrate_start(struct vm *vm, const struct migrate_options *opt, char *err, size_t errlen);
-/* The status and figures, for "migrate-status". */
-json_t *migrate_status_json(struct vm *vm);
+/* The status and figures, for "migrate-status". follow: the query comes
+ * from the `vmm migrate` that follows the migration; once it saw the final
+ * phase the source may exit (other readers, monitors, do not count). */
+json_t *migrate_status_json(struct vm *vm, bool follow);
 /* Asks a running migration to stop; the source resumes. -ENOENT if none,
  * -EBUSY once COMMIT was sent (too late: the destination may run it). */
 int migrate_cancel(struct vm *vm);

@@ -104,7 +104,7 @@ const char *migrate_drop_cache_note(struct vm *vm, const struct migrate_options 
 	return balloon_drop_cache_unavailable(vm->balloon);
 }
 
-json_t *migrate_status_json(struct vm *vm)
+json_t *migrate_status_json(struct vm *vm, bool follow)
 {
 	struct migration *m = vm->migration;
 	const struct migrate_stats *st;
@@ -146,7 +146,7 @@ json_t *migrate_status_json(struct vm *vm)
 	json_object_set_new(j, "dirty_log", m->dirty_log ? json_string(m->dirty_log) : json_null());
 	json_object_set_new(j, "drop_guest_cache", json_boolean(st->guest_cache_dropped));
 	json_object_set_new(j, "drop_cache_wait_ms", json_real((double)st->drop_cache_wait_ns / 1e6));
-	if (m->phase >= MIGRATE_COMPLETED) {
+	if (follow && m->phase >= MIGRATE_COMPLETED) {
 		m->final_seen = true;
 		pthread_cond_broadcast(&m->cond);
 	}

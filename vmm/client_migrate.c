@@ -119,6 +119,18 @@ static int simple(const char *path, const char *cmd, json_t **reply, char *err, 
 	return rc;
 }
 
+/* The status, as the follower: the source waits (a few seconds at most)
+ * for this query to see the final phase before it exits, so the summary
+ * is never lost; monitors that poll too do not count. */
+static int status(const char *path, json_t **reply, char *err, size_t errlen)
+{
+	json_t *req = json_pack("{s:s, s:b}", "cmd", "migrate-status", "follow", 1);
+	int rc = client_request(path, req, 5000, reply, err, errlen);
+
+	json_decref(req);
+	return rc;
+}
+
 /* Polls the status until the migration ends; a live line on a terminal. */
 static int follow(const char *path, bool json)
 {
@@ -131,7 +143,7 @@ static int follow(const char *path, bool json)
 		struct timespec ts = { .tv_nsec = 200000000L };
 
 		json_decref(st);
-		if (simple(path, "migrate-status", &st, err, sizeof(err))) {
+		if (status(path, &st, err, sizeof(err))) {
 			log_err("migrate: lost the source's control socket: %s", err);
 			return 1;
 		}

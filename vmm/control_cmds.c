@@ -199,10 +199,13 @@ static json_t *cmd_migrate(struct vm *vm, json_t *req, char *err, size_t errlen)
 
 static json_t *cmd_migrate_status(struct vm *vm, json_t *req, char *err, size_t errlen)
 {
-	(void)req;
-	(void)err;
-	(void)errlen;
-	return migrate_status_json(vm);
+	json_t *follow = json_object_get(req, "follow");
+
+	if (follow && !json_is_boolean(follow)) {
+		snprintf(err, errlen, "\"follow\" must be true or false");
+		return NULL;
+	}
+	return migrate_status_json(vm, json_is_true(follow));
 }
 
 static json_t *cmd_migrate_cancel(struct vm *vm, json_t *req, char *err, size_t errlen)

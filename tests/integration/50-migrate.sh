@@ -21,9 +21,15 @@ hop() {
 	next_port
 	start_dst "$to"
 	up=$(last_uptime "$from")
+	# Another client polling the status must not make `vmm migrate` miss
+	# the end (the first reader of the final phase let the source exit).
+	monitor_status "$WORK/$from.sock" &
+	local mon=$!
 	timeout -k 5 "$MIG_TIMEOUT" "$VMM" migrate "$WORK/$from.sock" "tcp:127.0.0.1:$PORT" "$@" \
 		>"$WORK/$test.migrate" 2>&1
 	rc=$?
+	kill $mon 2>/dev/null
+	wait $mon 2>/dev/null
 	reap_source "$src_pid" $rc
 	src_pid=$dst_pid
 	if [ $rc -ne 0 ] || [ "$src_rc" != 0 ]; then

@@ -83,3 +83,22 @@ def read_rec(s):
         b += c
     return struct.unpack_from("<H", b)[0], b[12:]
 '
+
+# monitor_status SOCK: polls migrate-status every 20 ms as a monitoring
+# tool would, until the socket goes (run it in the background).
+monitor_status() {
+	/usr/bin/python3 -c '
+import json, socket, sys, time
+while True:
+    try:
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(sys.argv[1])
+        s.sendall(b"{\"cmd\": \"migrate-status\"}\n")
+        s.recv(65536)
+        s.close()
+    except OSError:
+        if not __import__("os").path.exists(sys.argv[1]):
+            break
+    time.sleep(0.02)
+' "$1"
+}
