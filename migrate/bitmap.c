@@ -29,7 +29,9 @@ static uint64_t word_mask(unsigned lo, unsigned hi)
 	return upto & ~((1ULL << lo) - 1);
 }
 
-static void range_op(struct bitmap *b, uint64_t first, uint64_t n, bool set)
+enum range_op { RANGE_SET, RANGE_CLEAR, RANGE_SET_ATOMIC };
+
+static void range_op(struct bitmap *b, uint64_t first, uint64_t n, enum range_op op)
 {
 	uint64_t end;
 
@@ -42,45 +44,35 @@ static void range_op(struct bitmap *b, uint64_t first, uint64_t n, bool set)
 		unsigned hi = end - w * 64 >= 64 ? 64 : (unsigned)(end - w * 64);
 		uint64_t m = word_mask(lo, hi);
 
-		if (set)
+		if (op == RANGE_SET)
 			b->words[w] |= m;
-		else
+		else if (op == RANGE_CLEAR)
 			b->words[w] &= ~m;
+		else
+			atomic_fetch_or_explicit((_Atomic uint64_t *)&b->words[w], m,
+						 memory_order_relaxed);
 		first = w * 64 + hi;
 	}
 }
 
 void bitmap_atomic_set_range(struct bitmap *b, uint64_t first, uint64_t n)
 {
-	uint64_t end;
-
-	if (first >= b->nbits)
-		return;
-	end = n > b->nbits - first ? b->nbits : first + n;
-	while (first < end) {
-		uint64_t w = first / 64;
-		unsigned lo = first % 64;
-		unsigned hi = end - w * 64 >= 64 ? 64 : (unsigned)(end - w * 64);
-
-		atomic_fetch_or_explicit((_Atomic uint64_t *)&b->words[w], word_mask(lo, hi),
-					 memory_order_relaxed);
-		first = w * 64 + hi;
-	}
+	range_op(b, first, n, RANGE_SET_ATOMIC);
 }
 
 void bitmap_set_range(struct bitmap *b, uint64_t first, uint64_t n)
 {
-	range_op(b, first, n, true);
+	range_op(b, first, n, RANGE_SET);
 }
 
 void bitmap_clear_range(struct bitmap *b, uint64_t first, uint64_t n)
 {
-	range_op(b, first, n, false);
+	range_op(b, first, n, RANGE_CLEAR);
 }
 
 void bitmap_set_all(struct bitmap *b)
 {
-	range_op(b, 0, b->nbits, true);
+	range_op(b, 0, b->nbits, RANGE_SET);
 }
 
 void bitmap_clear_all(struct bitmap *b)
