@@ -362,8 +362,8 @@ static const struct virtio_dev_ops balloon_ops = {
 	.load = balloon_load,
 };
 
-int balloon_create(struct vm *vm, struct balloon *b, const struct balloon_options *opts,
-		   unsigned index, char *err, size_t errlen)
+int balloon_init(struct vm *vm, struct balloon *b, const struct balloon_options *opts, char *err,
+		 size_t errlen)
 {
 	memset(b, 0, sizeof(*b));
 	b->opts = *opts;
@@ -376,8 +376,16 @@ int balloon_create(struct vm *vm, struct balloon *b, const struct balloon_option
 		snprintf(err, errlen, "balloon: out of memory");
 		return -ENOMEM;
 	}
-	return virtio_mmio_attach(vm, &b->dev, &balloon_ops, index, BALLOON_QUEUES,
-				  BALLOON_QUEUE_MAX, err, errlen);
+	return virtio_dev_init(&b->dev, vm, &balloon_ops, BALLOON_QUEUES, BALLOON_QUEUE_MAX, err,
+			       errlen);
+}
+
+int balloon_create(struct vm *vm, struct balloon *b, const struct balloon_options *opts,
+		   unsigned index, char *err, size_t errlen)
+{
+	int rc = balloon_init(vm, b, opts, err, errlen);
+
+	return rc ? rc : virtio_mmio_attach(&b->dev, index, err, errlen);
 }
 
 void balloon_destroy(struct balloon *b)

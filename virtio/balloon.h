@@ -75,6 +75,10 @@ struct balloon {
 	uint64_t bad_pfns;
 };
 
+/* The device without its virtio-mmio window and thread (see
+ * virtio_dev_init): what balloon_create attaches. 0 or -errno. */
+int balloon_init(struct vm *vm, struct balloon *b, const struct balloon_options *opts, char *err,
+		 size_t errlen);
 /* Creates the device as virtio-mmio device number index. 0 or -errno. */
 int balloon_create(struct vm *vm, struct balloon *b, const struct balloon_options *opts,
 		   unsigned index, char *err, size_t errlen);

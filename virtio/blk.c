@@ -594,8 +594,8 @@ static int setup_ring(struct blk *b, char *err, size_t errlen)
 	return 0;
 }
 
-struct blk *blk_create(struct vm *vm, const struct blk_options *opts, unsigned index,
-		       unsigned instance, char *err, size_t errlen)
+struct blk *blk_open(struct vm *vm, const struct blk_options *opts, unsigned instance, char *err,
+		     size_t errlen)
 {
 	struct blk *b = calloc(1, sizeof(*b));
 
@@ -609,12 +609,21 @@ struct blk *blk_create(struct vm *vm, const struct blk_options *opts, unsigned i
 	for (unsigned i = 0; i < BLK_SLOTS; i++)
 		free_slot(b, BLK_SLOTS - 1 - i);
 	b->dev.instance = instance;
-	if (open_image(b, err, errlen) || setup_ring(b, err, errlen)) {
+	if (open_image(b, err, errlen) || setup_ring(b, err, errlen) ||
+	    virtio_dev_init(&b->dev, vm, &blk_ops, 1, BLK_QUEUE_MAX, err, errlen)) {
 		blk_destroy(b);
 		return NULL;
 	}
 	b->dev.io_fd = b->efd;
-	if (virtio_mmio_attach(vm, &b->dev, &blk_ops, index, 1, BLK_QUEUE_MAX, err, errlen)) {
+	return b;
+}
+
+struct blk *blk_create(struct vm *vm, const struct blk_options *opts, unsigned index,
+		       unsigned instance, char *err, size_t errlen)
+{
+	struct blk *b = blk_open(vm, opts, instance, err, errlen);
+
+	if (b && virtio_mmio_attach(&b->dev, index, err, errlen)) {
 		blk_destroy(b);
 		return NULL;
 	}
