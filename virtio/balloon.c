@@ -347,6 +347,20 @@ static int balloon_load(struct virtio_dev *dev, struct state_reader *r)
 	return 0;
 }
 
+/* The options that decide the features offered, so that a destination
+ * with other --balloon options is refused at HELLO instead of failing to
+ * load the negotiated features after all RAM was sent. The statistics
+ * interval is not among them: it only sets how often the host asks. */
+static void balloon_describe(struct virtio_dev *dev, char *buf, size_t size)
+{
+	const struct balloon_options *o = &to_balloon(dev)->opts;
+
+	snprintf(buf, size, "balloon%s%s%s%s", o->stats_interval_s ? ":stats" : "",
+		 o->deflate_on_oom ? ":deflate-on-oom" : "",
+		 o->free_page_hint ? ":free-page-hint" : "",
+		 o->free_page_reporting ? ":free-page-reporting" : "");
+}
+
 static const struct virtio_dev_ops balloon_ops = {
 	.name = "balloon",
 	.device_id = 5,
@@ -358,6 +372,7 @@ static const struct virtio_dev_ops balloon_ops = {
 	.reset = balloon_reset,
 	.queue_notify = balloon_queue_notify,
 	.tick = balloon_tick,
+	.describe = balloon_describe,
 	.save = balloon_save,
 	.load = balloon_load,
 };

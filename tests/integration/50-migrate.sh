@@ -257,7 +257,7 @@ def rec(t, p):
 # HELLO (version 2): magic, version, flags (ZSTD), page size, vCPUs, RAM,
 # connections, stripe shift (4 MiB), session, devices.
 def hello(version, ram, conns=1, session=7):
-    dev = b"uart,balloon"
+    dev = b"uart,balloon:stats:free-page-hint:free-page-reporting"
     return rec(1, struct.pack("<IHHIIQHHQH", 0x47494d56, version, 1, 4096, 1, ram, conns, 22,
                               session, len(dev)) + dev)
 def join(session, index, conns):
