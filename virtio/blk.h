@@ -39,5 +39,8 @@ struct blk *blk_create(struct vm *vm, const struct blk_options *opts, unsigned i
 /* Waits for requests in flight, stops the device, closes the image. */
 void blk_destroy(struct blk *b);
 struct virtio_dev *blk_dev(struct blk *b);
+/* How long pause, reset and destroy wait for requests in flight (default
+ * 10 s); tests shorten it. */
+void blk_set_drain_timeout(struct blk *b, int ms);
 
 #endif

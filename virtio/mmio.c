@@ -315,8 +315,8 @@ static void handle_io(struct virtio_dev *dev)
 
 	(void)!read(dev->io_fd, &v, sizeof(v));
 	pthread_mutex_lock(&dev->lock);
-	/* A device drains its backend in ops->pause: nothing is left to reap
-	 * while paused, and resume looks again. */
+	/* A paused device answers nothing: ops->pause drained its backend, and
+	 * what a drain that timed out left behind is reaped by ops->resume. */
 	if (!dev->paused)
 		dev->ops->io_ready(dev);
 	pthread_mutex_unlock(&dev->lock);
