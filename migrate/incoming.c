@@ -322,7 +322,7 @@ static int accept_source(struct receiver *r, const char *uri)
 	if (r->listen_fd < 0)
 		return refuse(r, r->listen_fd, "--incoming: %s", err);
 	/* Waits for the source as long as it takes; a signal ends vmm. */
-	fd = transport_accept(r->listen_fd, -1, err, sizeof(err));
+	fd = transport_accept_or_stop(r->listen_fd, -1, r->vm->signal_fd, err, sizeof(err));
 	if (fd < 0)
 		return refuse(r, fd, "--incoming: %s", err);
 	mig_trace("destination: accepted, process CPU %.0f ms", mig_trace_cpu_ms());

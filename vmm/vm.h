@@ -65,6 +65,8 @@ struct vm {
 	unsigned paused_vcpus;
 	bool paused; /* paused through the control socket (main thread only) */
 
+	/* SIGINT, SIGTERM and SIGHUP, blocked in every thread, arrive here. */
+	int signal_fd;
 	/* The first stop request wins; stop_fd wakes the main loop. */
 	_Atomic int stop_reason;
 	int exit_status;
