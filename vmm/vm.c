@@ -468,7 +468,8 @@ static void runtime_init(struct runtime *rt, struct vm *vm)
 		rt->stdin_open = loop_add(&rt->loop, &rt->stdin_src, EPOLLIN) == 0;
 	}
 	if (vm->cfg->api_socket) {
-		if (control_open(&rt->control, vm->cfg->api_socket, &rt->loop, vm, err, sizeof(err)))
+		if (control_open(&rt->control, vm->cfg->api_socket, vm->cfg->api_idle_s, &rt->loop, vm,
+				 err, sizeof(err)))
 			die("%s", err);
 		rt->have_control = true;
 	}

@@ -31,7 +31,7 @@ static int balloon_set(const char *opts, char *buf, size_t size)
 		return -1;
 	vm.virtio[vm.nvirtio++] = &b.dev;
 	rc = vm_device_set(&vm, buf, size);
-	free(b.discarded);
+	balloon_destroy(&b);
 	return rc;
 }
 
@@ -84,7 +84,7 @@ static void test_disk_after_balloon(void)
 	    strcmp(set, "uart,balloon:free-page-hint,blk0:1048576:id=data"))
 		unit_fail(__FILE__, __LINE__, "device set '%s'", set);
 	blk_destroy(disk);
-	free(b.discarded);
+	balloon_destroy(&b);
 }
 
 /* Too small a buffer is -ENOSPC, never a truncated set that might match. */
