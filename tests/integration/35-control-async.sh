@@ -111,17 +111,6 @@ if ! wait_for $((5 * SLOW)) round_running; then
 	cleanup
 	exit 0
 fi
-kill -TERM $pid
-if wait_for $((10 * SLOW)) gone $pid; then
-	wait $pid
-	rc=$?
-	if [ $rc = 143 ] && [ ! -e "$sock" ]; then
-		pass control_sigterm_during_hint
-	else
-		fail control_sigterm_during_hint "exit status $rc, socket left: $([ -e "$sock" ] && echo yes || echo no)"
-	fi
-else
-	fail control_sigterm_during_hint "vmm still running $((10 * SLOW)) s after SIGTERM"
-fi
+stopped_cleanly control_sigterm_during_hint $pid "$sock"
 cleanup
 exit 0
