@@ -238,25 +238,20 @@ static void create_vcpus(struct vm *vm, const struct boot_entry *entry)
 	free(cpuid);
 }
 
-/* SIGINT, SIGTERM and SIGHUP stop vmm with status 128+N. */
-static void stop_signals(sigset_t *set)
-{
-	sigemptyset(set);
-	sigaddset(set, SIGINT);
-	sigaddset(set, SIGTERM);
-	sigaddset(set, SIGHUP);
-}
-
-/* Runs before vm_create starts any thread, so that every thread inherits
- * the mask: a stop signal is only ever taken from vm->signal_fd (the main
- * loop, and the wait for a migration source), never by a thread whose
- * default action would end the process without tearing down; the kick is
- * unblocked by each vCPU thread for itself. */
+/* SIGINT, SIGTERM and SIGHUP stop vmm with status 128+N. This runs before
+ * vm_create starts any thread, so that every thread inherits the mask: a
+ * stop signal is only ever taken from vm->signal_fd (the main loop, and the
+ * wait for a migration source), never by a thread whose default action
+ * would end the process without tearing down; the kick is unblocked by
+ * each vCPU thread for itself. */
 static void block_signals(struct vm *vm)
 {
 	sigset_t signals;
 
-	stop_signals(&signals);
+	sigemptyset(&signals);
+	sigaddset(&signals, SIGINT);
+	sigaddset(&signals, SIGTERM);
+	sigaddset(&signals, SIGHUP);
 	sigaddset(&signals, VCPU_KICK_SIGNAL);
 	pthread_sigmask(SIG_BLOCK, &signals, NULL);
 	sigdelset(&signals, VCPU_KICK_SIGNAL);

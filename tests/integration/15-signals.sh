@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # SIGTERM, SIGINT and SIGHUP stop vmm cleanly (exit status 128+N, the
-# control socket file removed) even with device threads running (balloon
-# statistics, a disk), and a SIGTERM while `--incoming` waits for its
-# source ends vmm at once, just as cleanly.
+# control socket file removed, a terminal out of raw mode again) even with
+# device threads running (balloon statistics, a disk), and a SIGTERM while
+# `--incoming` waits for its source ends vmm at once, just as cleanly.
 source "$(dirname "$0")/lib.sh"
 
 # spawn NAME CMD...: runs CMD in the background under a small Python parent
@@ -67,6 +67,46 @@ for sig in TERM INT HUP; do
 	kill -s "$sig" "${pids[$sig]}"
 	stopped "$test" "$sig" "${pids[$sig]}" "$sig"
 done
+
+# On a terminal (script's pty), the terminal comes back out of raw mode.
+truncate -s 16M "$WORK/tty.img"
+mkfifo "$WORK/tty.in"
+exec 7<>"$WORK/tty.in" # script's stdin: open, never at its end
+script -qec "$VMM run --kernel $KERNEL --initrd $INITRD --mem 128M --balloon stats=1 \
+	--disk $WORK/tty.img --api-socket $WORK/tty.sock \
+	--cmdline 'console=ttyS0 quiet vmm.job=sh vmm.arg=\"echo ready; sleep 600\"'; \
+	echo status=\$?; stty -a" /dev/null <&7 >"$WORK/tty.out" 2>&1 &
+script_pid=$!
+# The vmm process itself (not the shell script runs it from); builtins
+# only, since every exec is slow in the test host.
+tty_vmm() {
+	local p comm args
+	for p in /proc/[0-9]*; do
+		read -r comm <"$p/comm" 2>/dev/null && [ "$comm" = vmm ] || continue
+		mapfile -d '' args <"$p/cmdline" 2>/dev/null
+		[[ " ${args[*]} " == *" $WORK/tty.sock "* ]] && echo "${p#/proc/}" && return 0
+	done
+	return 1
+}
+tty_ready() { grep -q '^ready' "$WORK/tty.out" 2>/dev/null && tty_vmm >/dev/null; }
+tty_done() { grep -q '^status=' "$WORK/tty.out" 2>/dev/null && grep -q 'icanon' "$WORK/tty.out"; }
+if ! wait_for $((60 * SLOW)) tty_ready; then
+	fail sigterm_restores_terminal "the guest never got ready" "$(tr -d '\r' <"$WORK/tty.out" | tail -5)"
+else
+	kill -TERM "$(tty_vmm)"
+	if ! wait_for $((10 * SLOW)) tty_done; then
+		fail sigterm_restores_terminal "no status after SIGTERM" "$(tr -d '\r' <"$WORK/tty.out" | tail -5)"
+	elif ! tr -d '\r' <"$WORK/tty.out" | grep -q '^status=143$' ||
+		! grep -Eq '(^| )icanon( |$)' "$WORK/tty.out"; then
+		fail sigterm_restores_terminal "the terminal after vmm: $(tr -d '\r' <"$WORK/tty.out" |
+			grep -E '^status=|icanon')"
+	else
+		pass sigterm_restores_terminal
+	fi
+fi
+p=$(tty_vmm) && kill -9 "$p"
+kill "$script_pid" 2>/dev/null
+exec 7>&-
 
 # --incoming, waiting for a source that never comes.
 PORT=$((48000 + RANDOM % 1000))
