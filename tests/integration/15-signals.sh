@@ -8,13 +8,16 @@ source "$(dirname "$0")/lib.sh"
 # spawn NAME CMD...: runs CMD in the background under a small Python parent
 # that records how it ended in $WORK/NAME.how, "exit N" or "signal N"
 # (bash's wait cannot tell exit(143) from death by SIGTERM); output in
-# $WORK/NAME.out. Sets $pid to CMD's own pid.
+# $WORK/NAME.out. Sets $pid to CMD's own pid. CMD starts with SIGINT at
+# its default, as from a terminal (a background job of a script has it
+# ignored).
 spawn() {
 	local name=$1
 	shift
 	/usr/bin/python3 -c '
-import os, subprocess, sys
+import os, signal, subprocess, sys
 w = sys.argv[1]
+signal.signal(signal.SIGINT, signal.SIG_DFL)
 p = subprocess.Popen(sys.argv[2:], stdin=subprocess.DEVNULL, stdout=open(w + ".out", "w"),
                      stderr=subprocess.STDOUT)
 open(w + ".pid.tmp", "w").write(str(p.pid))
