@@ -209,7 +209,7 @@ static void test_idle_clients(void)
 	CHECK(strchr(buf, '\n') == buf + strlen(buf) - 1);
 	CHECK_EQ(spin_read(extra, buf, sizeof(buf), 1000), 0);
 	close(extra);
-	spin(IDLE_S * 1000 + 300);
+	spin(IDLE_S * 1000 + 800);
 	for (int i = 0; i < CONTROL_MAX_CONNS; i++) {
 		closed += spin_read(fds[i], buf, sizeof(buf), 10) == 0;
 		close(fds[i]);
@@ -234,10 +234,11 @@ static void test_busy_client_stays(void)
 	REQUIRE(setup() == 0);
 	a = client();
 	REQUIRE(a >= 0);
-	for (int i = 0; i < 4; i++) {
+	/* 1.5 idle timeouts in all, a quarter of one between requests */
+	for (int i = 0; i < 6; i++) {
 		send_line(a, "{\"cmd\":\"status\"}\n");
 		CHECK(spin_read(a, buf, sizeof(buf), 1000) > 0);
-		spin(IDLE_S * 400);
+		spin(IDLE_S * 250);
 	}
 	send_line(a, "{\"cmd\":\"status\"}");
 	shutdown(a, SHUT_WR);
