@@ -47,8 +47,9 @@ import socket, sys, time
 path, n, idle = sys.argv[1], 32, float(sys.argv[2])
 socks = []
 for i in range(n):
-    s = socket.socket(socket.AF_UNIX); s.settimeout(10); s.connect(path); socks.append(s)
-extra = socket.socket(socket.AF_UNIX); extra.settimeout(10); extra.connect(path)
+    # Blocking connects: a full listen backlog makes them wait, not fail.
+    s = socket.socket(socket.AF_UNIX); s.connect(path); socks.append(s)
+extra = socket.socket(socket.AF_UNIX); extra.connect(path); extra.settimeout(10)
 print("extra", extra.makefile().readline().strip())
 t0 = time.time()
 early = 0
