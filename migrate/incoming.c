@@ -13,6 +13,7 @@
  * Anything wrong before COMMIT ends with one line and a non-zero exit: a
  * partial guest, or one the source may still resume, never runs. */
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -378,6 +379,18 @@ static int handle(struct receiver *r, const struct stream_record *rec)
 	return refuse(r, -EPROTO, "unexpected record type %u from the source", rec->type);
 }
 
+/* A stop signal (SIGINT, SIGTERM, SIGHUP) waits on vmm's signalfd: the
+ * migration ends before READY, so the source keeps its guest, and
+ * vm_run() reads the signal for the exit status. */
+static int stop_requested(struct receiver *r)
+{
+	struct pollfd p = { .fd = r->vm->signal_fd, .events = POLLIN };
+
+	if (r->vm->signal_fd < 0 || poll(&p, 1, 0) != 1)
+		return 0;
+	return refuse(r, -EINTR, "stopped by a signal: the guest stays with the source");
+}
+
 static int receive(struct receiver *r)
 {
 	for (;;) {
@@ -385,6 +398,8 @@ static int receive(struct receiver *r)
 		int rc = recv_lane_next(r->lanes[0], &rec, mig_timeout_ms(RECV_TIMEOUT_MS));
 
 		if (rc < 0)
+			return rc;
+		if ((rc = stop_requested(r)))
 			return rc;
 		rc = handle(r, &rec);
 		if (rc)
@@ -399,6 +414,8 @@ static int commit(struct receiver *r)
 	struct stream_record rec;
 	int timeout = mig_timeout_ms(COMMIT_TIMEOUT_MS), rc = check_complete(r);
 
+	if (!rc)
+		rc = stop_requested(r);
 	if (!rc)
 		rc = ack(r, STREAM_PHASE_READY);
 	mig_trace("destination: READY sent");
@@ -440,7 +457,7 @@ static int accept_source(struct receiver *r, const char *uri)
 	if (r->listen_fd < 0)
 		return refuse(r, r->listen_fd, "--incoming: %s", err);
 	/* Waits for the source as long as it takes; a signal ends vmm. */
-	fd = transport_accept(r->listen_fd, -1, err, sizeof(err));
+	fd = transport_accept_or_stop(r->listen_fd, -1, r->vm->signal_fd, err, sizeof(err));
 	if (fd < 0)
 		return refuse(r, fd, "--incoming: %s", err);
 	mig_trace("destination: accepted, process CPU %.0f ms", mig_trace_cpu_ms());

@@ -288,16 +288,17 @@ int transport_listen(const struct transport_addr *a, char *err, size_t errlen)
 	return fd;
 }
 
-/* poll() for events within deadline: 1, -ETIMEDOUT or -errno. */
-static int poll_until(int fd, short events, int64_t deadline)
+/* poll() for events within deadline: 1, -EINTR once stop_fd (< 0: none)
+ * is readable, -ETIMEDOUT or -errno. */
+static int poll_until_or_stop(int fd, short events, int stop_fd, int64_t deadline)
 {
-	struct pollfd p = { .fd = fd, .events = events };
+	struct pollfd p[2] = { { .fd = fd, .events = events }, { .fd = stop_fd, .events = POLLIN } };
 	int r;
 
 	for (;;) {
-		r = poll(&p, 1, ms_left(deadline));
+		r = poll(p, 2, ms_left(deadline));
 		if (r > 0)
-			return 1;
+			return p[1].revents ? -EINTR : 1;
 		if (r == 0)
 			return -ETIMEDOUT;
 		if (errno != EINTR)
@@ -305,16 +306,22 @@ static int poll_until(int fd, short events, int64_t deadline)
 	}
 }
 
-int transport_accept(int lfd, int timeout_ms, char *err, size_t errlen)
+static int poll_until(int fd, short events, int64_t deadline)
+{
+	return poll_until_or_stop(fd, events, -1, deadline);
+}
+
+int transport_accept_or_stop(int lfd, int timeout_ms, int stop_fd, char *err, size_t errlen)
 {
 	int64_t deadline = deadline_of(timeout_ms);
 	int fd, r;
 
 	for (;;) {
-		r = poll_until(lfd, POLLIN, deadline);
+		r = poll_until_or_stop(lfd, POLLIN, stop_fd, deadline);
 		if (r < 0) {
 			seterr(err, errlen, "accept: %s",
-			       r == -ETIMEDOUT ? "no connection in time" : strerror(-r));
+			       r == -ETIMEDOUT ? "no connection in time" :
+			       r == -EINTR ? "stopped by a signal" : strerror(-r));
 			return r;
 		}
 		fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
@@ -329,6 +336,11 @@ int transport_accept(int lfd, int timeout_ms, char *err, size_t errlen)
 	}
 	tune(fd);
 	return fd;
+}
+
+int transport_accept(int lfd, int timeout_ms, char *err, size_t errlen)
+{
+	return transport_accept_or_stop(lfd, timeout_ms, -1, err, errlen);
 }
 
 int transport_connect(const struct transport_addr *a, int timeout_ms, char *err, size_t errlen)

@@ -56,6 +56,10 @@ int transport_listen(const struct transport_addr *a, char *err, size_t errlen);
 /* Waits at most timeout_ms (< 0: forever) for a connection: the new fd
  * (blocking, close-on-exec, TCP_NODELAY), -ETIMEDOUT or -errno. */
 int transport_accept(int lfd, int timeout_ms, char *err, size_t errlen);
+/* The same, but gives up with -EINTR ("stopped by a signal") as soon as
+ * stop_fd is readable (vmm's signalfd: a signal ends the wait for a
+ * source while signals stay blocked in every thread). */
+int transport_accept_or_stop(int lfd, int timeout_ms, int stop_fd, char *err, size_t errlen);
 /* Non-blocking connect bounded by timeout_ms (< 0: forever): a blocking
  * fd with TCP_NODELAY, -ETIMEDOUT or -errno. */
 int transport_connect(const struct transport_addr *a, int timeout_ms, char *err, size_t errlen);

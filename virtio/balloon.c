@@ -7,8 +7,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "migrate/state.h"
 #include "virtio/mmio.h"
@@ -117,6 +119,16 @@ static int balloon_activate(struct virtio_dev *dev)
 	return 0;
 }
 
+/* A round is over (STOPPED): wakes balloon_hint_wait and hint_fd's watcher.
+ * dev->lock held. */
+static void hint_ended(struct balloon *b)
+{
+	uint64_t one = 1;
+
+	pthread_cond_broadcast(&b->hint_cond);
+	(void)!write(b->hint_fd, &one, sizeof(one));
+}
+
 static void balloon_reset(struct virtio_dev *dev)
 {
 	struct balloon *b = to_balloon(dev);
@@ -129,7 +141,7 @@ static void balloon_reset(struct virtio_dev *dev)
 	dev->tick_ms = 0;
 	if (b->hint_state != HINT_IDLE) {
 		b->hint_state = HINT_STOPPED;
-		pthread_cond_broadcast(&b->hint_cond);
+		hint_ended(b);
 	}
 }
 
@@ -231,7 +243,7 @@ static void handle_hint(struct balloon *b, const struct virtq_buf *bufs,
 			} else if (id == VIRTIO_BALLOON_CMD_ID_STOP && b->hint_state == HINT_RUNNING) {
 				b->hint_state = HINT_STOPPED;
 				b->hint_stopped_ns = now_ns();
-				pthread_cond_broadcast(&b->hint_cond);
+				hint_ended(b);
 			}
 			continue;
 		}
@@ -347,6 +359,20 @@ static int balloon_load(struct virtio_dev *dev, struct state_reader *r)
 	return 0;
 }
 
+/* The options that decide the features offered, so that a destination
+ * with other --balloon options is refused at HELLO instead of failing to
+ * load the negotiated features after all RAM was sent. The statistics
+ * interval is not among them: it only sets how often the host asks. */
+static void balloon_describe(struct virtio_dev *dev, char *buf, size_t size)
+{
+	const struct balloon_options *o = &to_balloon(dev)->opts;
+
+	snprintf(buf, size, "balloon%s%s%s%s", o->stats_interval_s ? ":stats" : "",
+		 o->deflate_on_oom ? ":deflate-on-oom" : "",
+		 o->free_page_hint ? ":free-page-hint" : "",
+		 o->free_page_reporting ? ":free-page-reporting" : "");
+}
+
 static const struct virtio_dev_ops balloon_ops = {
 	.name = "balloon",
 	.device_id = 5,
@@ -358,12 +384,13 @@ static const struct virtio_dev_ops balloon_ops = {
 	.reset = balloon_reset,
 	.queue_notify = balloon_queue_notify,
 	.tick = balloon_tick,
+	.describe = balloon_describe,
 	.save = balloon_save,
 	.load = balloon_load,
 };
 
-int balloon_create(struct vm *vm, struct balloon *b, const struct balloon_options *opts,
-		   unsigned index, char *err, size_t errlen)
+int balloon_init(struct vm *vm, struct balloon *b, const struct balloon_options *opts, char *err,
+		 size_t errlen)
 {
 	memset(b, 0, sizeof(*b));
 	b->opts = *opts;
@@ -371,13 +398,26 @@ int balloon_create(struct vm *vm, struct balloon *b, const struct balloon_option
 	b->hint_next_id = 2; /* 0 and 1 are STOP and DONE */
 	b->hint_cmd_id = VIRTIO_BALLOON_CMD_ID_DONE;
 	pthread_cond_init(&b->hint_cond, NULL);
+	b->hint_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (b->hint_fd < 0) {
+		snprintf(err, errlen, "balloon: eventfd: %s", strerror(errno));
+		return -errno;
+	}
 	b->discarded = calloc((guest_mem_pages(&vm->mem) + 63) / 64, sizeof(uint64_t));
 	if (!b->discarded) {
 		snprintf(err, errlen, "balloon: out of memory");
 		return -ENOMEM;
 	}
-	return virtio_mmio_attach(vm, &b->dev, &balloon_ops, index, BALLOON_QUEUES,
-				  BALLOON_QUEUE_MAX, err, errlen);
+	return virtio_dev_init(&b->dev, vm, &balloon_ops, BALLOON_QUEUES, BALLOON_QUEUE_MAX, err,
+			       errlen);
+}
+
+int balloon_create(struct vm *vm, struct balloon *b, const struct balloon_options *opts,
+		   unsigned index, char *err, size_t errlen)
+{
+	int rc = balloon_init(vm, b, opts, err, errlen);
+
+	return rc ? rc : virtio_mmio_attach(&b->dev, index, err, errlen);
 }
 
 void balloon_destroy(struct balloon *b)
@@ -385,6 +425,9 @@ void balloon_destroy(struct balloon *b)
 	virtio_mmio_detach(&b->dev);
 	free(b->discarded);
 	b->discarded = NULL;
+	if (b->hint_fd >= 0)
+		close(b->hint_fd);
+	b->hint_fd = -1;
 }
 
 int balloon_set_size(struct balloon *b, uint64_t bytes)
@@ -505,6 +548,23 @@ int balloon_hint_wait(struct balloon *b, int timeout_ms)
 	return rc;
 }
 
+int balloon_hint_fd(struct balloon *b)
+{
+	return b->hint_fd;
+}
+
+bool balloon_hint_running(struct balloon *b)
+{
+	uint64_t v;
+	bool running;
+
+	pthread_mutex_lock(&b->dev.lock);
+	(void)!read(b->hint_fd, &v, sizeof(v));
+	running = b->hint_state == HINT_REQUESTED || b->hint_state == HINT_RUNNING;
+	pthread_mutex_unlock(&b->dev.lock);
+	return running;
+}
+
 void balloon_hint_stop(struct balloon *b)
 {
 	pthread_mutex_lock(&b->dev.lock);
@@ -513,7 +573,7 @@ void balloon_hint_stop(struct balloon *b)
 		b->hint_state = HINT_STOPPED;
 		b->hint_stopped_ns = now_ns();
 		b->hint_cmd_id = VIRTIO_BALLOON_CMD_ID_STOP;
-		pthread_cond_broadcast(&b->hint_cond);
+		hint_ended(b);
 		if (b->dev.status & VIRTIO_STATUS_DRIVER_OK)
 			virtio_notify_config(&b->dev);
 	}

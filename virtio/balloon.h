@@ -67,6 +67,7 @@ struct balloon {
 	uint32_t hint_next_id;
 	uint64_t hint_ranges, hint_bytes, hint_started_ns, hint_stopped_ns;
 	pthread_cond_t hint_cond;
+	int hint_fd; /* eventfd: written whenever a round ends (STOPPED) */
 	balloon_hint_fn hint_fn;
 	void *hint_opaque;
 	/* Pages discarded with MADV_DONTNEED (inflate, reporting), one bit each. */
@@ -75,6 +76,10 @@ struct balloon {
 	uint64_t bad_pfns;
 };
 
+/* The device without its virtio-mmio window and thread (see
+ * virtio_dev_init): what balloon_create attaches. 0 or -errno. */
+int balloon_init(struct vm *vm, struct balloon *b, const struct balloon_options *opts, char *err,
+		 size_t errlen);
 /* Creates the device as virtio-mmio device number index. 0 or -errno. */
 int balloon_create(struct vm *vm, struct balloon *b, const struct balloon_options *opts,
 		   unsigned index, char *err, size_t errlen);
@@ -95,6 +100,11 @@ int balloon_hint_start(struct balloon *b, bool drop_cache, balloon_hint_fn fn, v
 /* Waits until the guest finished the round (STOPPED) or timeout_ms passed.
  * 0 or -ETIMEDOUT. */
 int balloon_hint_wait(struct balloon *b, int timeout_ms);
+/* An eventfd that becomes readable when a round ends, for an event loop
+ * that waits for it without blocking (balloon_hint_running reads it). */
+int balloon_hint_fd(struct balloon *b);
+/* Whether the round is still going (requested or running); drains hint_fd. */
+bool balloon_hint_running(struct balloon *b);
 /* Ends the round: writes DONE (the guest takes its pages back) and clears
  * the drop_cache request. */
 void balloon_hint_done(struct balloon *b);

@@ -11,14 +11,18 @@
  *
  * Guest memory the device writes (read data, GET_ID, status bytes, and the
  * used ring through virtq_push) is marked in the VMM-side dirty bitmap once
- * the write is done, so live migration sends it again.
+ * the write is done, so live migration sends it again. The kernel writes
+ * read data on its own, so every completion of a READ marks its buffers
+ * when it is reaped, whatever then becomes of the request.
  *
  * Slots belong to a generation: a device reset starts a new one and waits
  * (bounded) for the old requests, and whatever of them completes later is
- * dropped without touching the reset queue. ops->pause waits for every
- * request in flight and answers it, so nothing is in flight while the
- * device's state is saved; requests the driver made available but the
- * device has not popped simply stay in the available ring. */
+ * dropped without touching the reset queue (its read data still marked).
+ * ops->pause waits for every request in flight and answers it, so nothing
+ * is in flight while the device's state is saved; a pause that times out
+ * fails, and the caller resumes the device, which reaps what came late.
+ * Requests the driver made available but the device has not popped simply
+ * stay in the available ring. */
 #include "virtio/blk.h"
 
 #include <endian.h>
@@ -83,6 +87,7 @@ struct blk {
 	unsigned inflight; /* slots submitted to the ring */
 	uint32_t gen;
 	bool pushed;       /* used entries added since the last interrupt */
+	int drain_ms;      /* how long pause, reset and destroy wait for requests */
 	bool logged_error;
 	struct virtq_buf bufs[BLK_MAX_BUFS];
 };
@@ -97,53 +102,9 @@ struct virtio_dev *blk_dev(struct blk *b)
 	return &b->dev;
 }
 
-static bool valid_id(const char *s)
+void blk_set_drain_timeout(struct blk *b, int ms)
 {
-	size_t n = strlen(s);
-
-	if (n == 0 || n > BLK_ID_BYTES)
-		return false;
-	for (; *s; s++)
-		if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
-		      (*s >= '0' && *s <= '9') || *s == '.' || *s == '_' || *s == '-'))
-			return false;
-	return true;
-}
-
-int blk_parse_options(const char *s, struct blk_options *opts, char *err, size_t errlen)
-{
-	const char *comma = strchr(s, ',');
-	size_t plen = comma ? (size_t)(comma - s) : strlen(s);
-	char *copy, *save = NULL, *tok;
-	int rc = 0;
-
-	memset(opts, 0, sizeof(*opts));
-	if (plen == 0)
-		return errf(-EINVAL, err, errlen, "--disk: empty path (PATH[,ro][,direct][,id=NAME])");
-	if (plen >= sizeof(opts->path))
-		return errf(-EINVAL, err, errlen, "--disk: path too long");
-	memcpy(opts->path, s, plen);
-	if (!comma)
-		return 0;
-	copy = strdup(comma + 1);
-	if (!copy)
-		return errf(-ENOMEM, err, errlen, "out of memory");
-	for (tok = strtok_r(copy, ",", &save); tok && !rc; tok = strtok_r(NULL, ",", &save)) {
-		if (!strcmp(tok, "ro"))
-			opts->ro = true;
-		else if (!strcmp(tok, "direct"))
-			opts->direct = true;
-		else if (!strncmp(tok, "id=", 3) && valid_id(tok + 3))
-			snprintf(opts->id, sizeof(opts->id), "%s", tok + 3);
-		else if (!strncmp(tok, "id=", 3))
-			rc = errf(-EINVAL, err, errlen,
-				  "--disk: id '%s' is not 1 to 20 of A-Z a-z 0-9 . _ -", tok + 3);
-		else
-			rc = errf(-EINVAL, err, errlen, "--disk: unknown option '%s' (ro, direct, id=NAME)",
-				  tok);
-	}
-	free(copy);
-	return rc;
+	b->drain_ms = ms;
 }
 
 static uint64_t blk_features(struct virtio_dev *dev)
@@ -216,15 +177,30 @@ static void finish(struct blk *b, unsigned idx, uint8_t status, uint64_t data_wr
 	free_slot(b, idx);
 }
 
-/* Advances the slot's iov past n transferred bytes; a READ marks them dirty. */
-static void consume(struct blk *b, struct blk_slot *s, uint64_t n)
+/* A READ's completion: the kernel has already written into the guest's
+ * buffers, res bytes from s->first on (or, for a failure, any part of
+ * them), so they are marked before anything is decided about the request.
+ * A late completion (its request from before a device reset, or reaped
+ * after a drain gave up) is then never a write migration misses. */
+static void mark_read(struct blk *b, const struct blk_slot *s, int res)
+{
+	uint64_t left = res > 0 ? (uint64_t)res : UINT64_MAX;
+
+	for (unsigned i = s->first; i < s->req.niov && left; i++) {
+		uint64_t take = s->iov[i].iov_len < left ? s->iov[i].iov_len : left;
+
+		guest_mem_mark_dirty(&b->dev.vm->mem, s->gpa[i], take);
+		left -= take;
+	}
+}
+
+/* Advances the slot's iov past n transferred bytes. */
+static void consume(struct blk_slot *s, uint64_t n)
 {
 	while (n && s->first < s->req.niov) {
 		struct iovec *v = &s->iov[s->first];
 		uint64_t take = v->iov_len < n ? v->iov_len : n;
 
-		if (s->req.op == BLK_OP_READ)
-			guest_mem_mark_dirty(&b->dev.vm->mem, s->gpa[s->first], take);
 		v->iov_base = (uint8_t *)v->iov_base + take;
 		v->iov_len -= take;
 		s->gpa[s->first] += take;
@@ -306,6 +282,8 @@ static void complete(struct blk *b, unsigned idx, int res)
 	uint8_t status = VIRTIO_BLK_S_OK;
 
 	b->inflight--;
+	if (s->req.op == BLK_OP_READ)
+		mark_read(b, s, res);
 	if (s->gen != b->gen) { /* from before a reset: the queue is gone */
 		free_slot(b, idx);
 		return;
@@ -316,7 +294,7 @@ static void complete(struct blk *b, unsigned idx, int res)
 		goto again;
 	}
 	if (data && res > 0) {
-		consume(b, s, (uint64_t)res);
+		consume(s, (uint64_t)res);
 		s->done += (uint64_t)res;
 		s->offset += (uint64_t)res;
 		if (s->done < s->req.len)
@@ -327,13 +305,8 @@ static void complete(struct blk *b, unsigned idx, int res)
 	} else if (data) { /* 0 bytes: the image got shorter under us */
 		status = VIRTIO_BLK_S_IOERR;
 	}
-	if (status != VIRTIO_BLK_S_OK) {
+	if (status != VIRTIO_BLK_S_OK)
 		host_error(b, s, res);
-		/* A failed read may have filled part of the buffers. */
-		if (s->req.op == BLK_OP_READ)
-			for (unsigned i = s->first; i < s->req.niov; i++)
-				guest_mem_mark_dirty(&b->dev.vm->mem, s->gpa[i], s->iov[i].iov_len);
-	}
 	finish(b, idx, status, status == VIRTIO_BLK_S_OK && s->req.op == BLK_OP_READ ? s->req.len : 0);
 	return;
 again:
@@ -487,21 +460,21 @@ static void blk_reset(struct virtio_dev *dev)
 	/* Requests of the old generation are dropped as they complete. */
 	b->gen++;
 	b->pushed = false;
-	if (drain(b, BLK_DRAIN_MS))
-		log_err("blk%u: requests still in flight %d s after a device reset", dev->instance,
-			BLK_DRAIN_MS / 1000);
+	if (drain(b, b->drain_ms))
+		log_err("blk%u: requests still in flight %d ms after a device reset", dev->instance,
+			b->drain_ms);
 }
 
 static int blk_pause(struct virtio_dev *dev)
 {
 	struct blk *b = to_blk(dev);
-	int rc = drain(b, BLK_DRAIN_MS);
+	int rc = drain(b, b->drain_ms);
 
 	/* The answers go out now, so the saved used ring holds them. */
 	notify(b);
 	if (rc)
-		log_err("blk%u: %u requests still in flight after %d s", dev->instance, b->inflight,
-			BLK_DRAIN_MS / 1000);
+		log_err("blk%u: %u requests still in flight after %d ms", dev->instance, b->inflight,
+			b->drain_ms);
 	return rc;
 }
 
@@ -594,8 +567,8 @@ static int setup_ring(struct blk *b, char *err, size_t errlen)
 	return 0;
 }
 
-struct blk *blk_create(struct vm *vm, const struct blk_options *opts, unsigned index,
-		       unsigned instance, char *err, size_t errlen)
+struct blk *blk_open(struct vm *vm, const struct blk_options *opts, unsigned instance, char *err,
+		     size_t errlen)
 {
 	struct blk *b = calloc(1, sizeof(*b));
 
@@ -605,16 +578,26 @@ struct blk *blk_create(struct vm *vm, const struct blk_options *opts, unsigned i
 		return NULL;
 	}
 	b->opts = *opts;
+	b->drain_ms = BLK_DRAIN_MS;
 	b->fd = b->fd_buffered = b->efd = -1;
 	for (unsigned i = 0; i < BLK_SLOTS; i++)
 		free_slot(b, BLK_SLOTS - 1 - i);
 	b->dev.instance = instance;
-	if (open_image(b, err, errlen) || setup_ring(b, err, errlen)) {
+	if (open_image(b, err, errlen) || setup_ring(b, err, errlen) ||
+	    virtio_dev_init(&b->dev, vm, &blk_ops, 1, BLK_QUEUE_MAX, err, errlen)) {
 		blk_destroy(b);
 		return NULL;
 	}
 	b->dev.io_fd = b->efd;
-	if (virtio_mmio_attach(vm, &b->dev, &blk_ops, index, 1, BLK_QUEUE_MAX, err, errlen)) {
+	return b;
+}
+
+struct blk *blk_create(struct vm *vm, const struct blk_options *opts, unsigned index,
+		       unsigned instance, char *err, size_t errlen)
+{
+	struct blk *b = blk_open(vm, opts, instance, err, errlen);
+
+	if (b && virtio_mmio_attach(&b->dev, index, err, errlen)) {
 		blk_destroy(b);
 		return NULL;
 	}
@@ -629,7 +612,7 @@ void blk_destroy(struct blk *b)
 		virtio_mmio_detach(&b->dev);
 	if (b->ring_ok) {
 		b->gen++;
-		if (drain(b, BLK_DRAIN_MS))
+		if (drain(b, b->drain_ms))
 			log_err("blk%u: closing with requests in flight", b->dev.instance);
 		io_uring_queue_exit(&b->ring);
 	}

@@ -26,6 +26,11 @@ struct blk_options {
 /* Parses "PATH[,ro][,direct][,id=NAME]". 0 or -EINVAL with a reason in err. */
 int blk_parse_options(const char *s, struct blk_options *opts, char *err, size_t errlen);
 
+/* Opens the image and sets up the device without its virtio-mmio window
+ * and thread (see virtio_dev_init): what blk_create attaches. NULL with a
+ * reason in err. */
+struct blk *blk_open(struct vm *vm, const struct blk_options *opts, unsigned instance, char *err,
+		     size_t errlen);
 /* Opens the image and creates the device as virtio-mmio device number
  * index; instance numbers the disks (blk0, blk1, ...). NULL with a reason
  * in err. */
@@ -34,5 +39,8 @@ struct blk *blk_create(struct vm *vm, const struct blk_options *opts, unsigned i
 /* Waits for requests in flight, stops the device, closes the image. */
 void blk_destroy(struct blk *b);
 struct virtio_dev *blk_dev(struct blk *b);
+/* How long pause, reset and destroy wait for requests in flight (default
+ * 10 s); tests shorten it. */
+void blk_set_drain_timeout(struct blk *b, int ms);
 
 #endif

@@ -114,7 +114,9 @@ void virtio_notify_config(struct virtio_dev *dev);
  * The device stops using the queue; the VMM and guest go on. */
 void virtio_queue_broken(struct virtio_dev *dev, unsigned q, const char *why);
 /* Stops all queue work of the device (kicks wait) and calls ops->pause;
- * after it returns the device does not touch guest memory. */
+ * after it returns 0 the device does not touch guest memory. On an error
+ * (requests still in flight after the device's drain) the caller must
+ * resume the device, which reaps them. */
 int virtio_pause(struct virtio_dev *dev);
 /* Calls ops->resume and looks at every ready queue again. */
 int virtio_resume(struct virtio_dev *dev);

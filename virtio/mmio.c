@@ -315,8 +315,8 @@ static void handle_io(struct virtio_dev *dev)
 
 	(void)!read(dev->io_fd, &v, sizeof(v));
 	pthread_mutex_lock(&dev->lock);
-	/* A device drains its backend in ops->pause: nothing is left to reap
-	 * while paused, and resume looks again. */
+	/* A paused device answers nothing: ops->pause drained its backend, and
+	 * what a drain that timed out left behind is reaped by ops->resume. */
 	if (!dev->paused)
 		dev->ops->io_ready(dev);
 	pthread_mutex_unlock(&dev->lock);
@@ -413,20 +413,15 @@ static int setup_eventfds(struct vm *vm, struct virtio_dev *dev, char *err, size
 	return 0;
 }
 
-int virtio_mmio_attach(struct vm *vm, struct virtio_dev *dev, const struct virtio_dev_ops *ops,
-		       unsigned index, unsigned nqueues, uint16_t queue_max, char *err,
-		       size_t errlen)
+int virtio_dev_init(struct virtio_dev *dev, struct vm *vm, const struct virtio_dev_ops *ops,
+		    unsigned nqueues, uint16_t queue_max, char *err, size_t errlen)
 {
-	int rc;
-
-	if (index >= VIRTIO_MMIO_MAX_DEVICES || nqueues > VIRTIO_MAX_QUEUES) {
-		snprintf(err, errlen, "%s: too many virtio devices or queues", ops->name);
+	if (nqueues > VIRTIO_MAX_QUEUES) {
+		snprintf(err, errlen, "%s: too many virtio queues", ops->name);
 		return -ENOSPC;
 	}
 	dev->ops = ops;
 	dev->vm = vm;
-	dev->base = VIRTIO_MMIO_BASE + index * VIRTIO_MMIO_STRIDE;
-	dev->irq = virtio_mmio_irq(index);
 	dev->nqueues = nqueues;
 	dev->queue_max = queue_max;
 	dev->irq_fd = dev->wake_fd = -1;
@@ -435,17 +430,31 @@ int virtio_mmio_attach(struct vm *vm, struct virtio_dev *dev, const struct virti
 		virtq_reset(&dev->queues[q], &vm->mem);
 	}
 	pthread_mutex_init(&dev->lock, NULL);
-	rc = setup_eventfds(vm, dev, err, errlen);
+	return 0;
+}
+
+int virtio_mmio_attach(struct virtio_dev *dev, unsigned index, char *err, size_t errlen)
+{
+	const char *name = dev->ops->name;
+	int rc;
+
+	if (index >= VIRTIO_MMIO_MAX_DEVICES) {
+		snprintf(err, errlen, "%s: too many virtio devices", name);
+		return -ENOSPC;
+	}
+	dev->base = VIRTIO_MMIO_BASE + index * VIRTIO_MMIO_STRIDE;
+	dev->irq = virtio_mmio_irq(index);
+	rc = setup_eventfds(dev->vm, dev, err, errlen);
 	if (rc)
 		return rc;
-	rc = bus_register(&vm->mmio, dev->base, VIRTIO_MMIO_SIZE, virtio_mmio_io, dev);
+	rc = bus_register(&dev->vm->mmio, dev->base, VIRTIO_MMIO_SIZE, virtio_mmio_io, dev);
 	if (rc) {
-		snprintf(err, errlen, "%s: cannot register MMIO window", ops->name);
+		snprintf(err, errlen, "%s: cannot register MMIO window", name);
 		return rc;
 	}
 	rc = pthread_create(&dev->thread, NULL, device_thread, dev);
 	if (rc) {
-		snprintf(err, errlen, "%s: cannot start the device thread", ops->name);
+		snprintf(err, errlen, "%s: cannot start the device thread", name);
 		return -rc;
 	}
 	dev->thread_started = true;

@@ -17,11 +17,16 @@
 #define VIRTIO_MMIO_SIZE   0x200ULL
 #define VIRTIO_MMIO_MAX_DEVICES 16
 
-/* Places device number index, registers it on the VM's MMIO bus, sets up
- * its eventfds and starts its thread. 0 or -errno with a reason in err. */
-int virtio_mmio_attach(struct vm *vm, struct virtio_dev *dev, const struct virtio_dev_ops *ops,
-		       unsigned index, unsigned nqueues, uint16_t queue_max, char *err,
-		       size_t errlen);
+/* The transport's part of a device that is not on any bus yet: ops,
+ * queues (over the VM's memory), lock; no KVM, no thread. A device in this
+ * state can be driven through its ops directly (unit tests do). 0 or
+ * -ENOSPC with a reason in err. */
+int virtio_dev_init(struct virtio_dev *dev, struct vm *vm, const struct virtio_dev_ops *ops,
+		    unsigned nqueues, uint16_t queue_max, char *err, size_t errlen);
+/* Places an initialised device as device number index, registers it on
+ * the VM's MMIO bus, sets up its eventfds and starts its thread. 0 or
+ * -errno with a reason in err. */
+int virtio_mmio_attach(struct virtio_dev *dev, unsigned index, char *err, size_t errlen);
 /* The kernel command line parameter announcing the device. */
 int virtio_mmio_cmdline(const struct virtio_dev *dev, char *buf, size_t size);
 /* Stops the device thread and releases the eventfds. */

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "util.h"
@@ -62,6 +63,23 @@ void config_defaults(struct vm_config *cfg)
 	cfg->mem_size = 256ULL << 20;
 	cfg->cpus = 1;
 	cfg->console = CONSOLE_STDIO;
+	cfg->api_idle_s = CONFIG_API_IDLE_S;
+}
+
+/* Not an option: only tests want another idle timeout (see config.h). */
+static int parse_env(struct vm_config *cfg, char *err, size_t errlen)
+{
+	const char *s = getenv("VMM_CONTROL_IDLE_S");
+	uint64_t v;
+
+	if (!s)
+		return 0;
+	if (parse_uint(s, 1, 86400, &v)) {
+		snprintf(err, errlen, "VMM_CONTROL_IDLE_S: '%s' is not 1 to 86400 (seconds)", s);
+		return -EINVAL;
+	}
+	cfg->api_idle_s = (unsigned)v;
+	return 0;
 }
 
 static int parse_mem(struct vm_config *cfg, const char *arg, char *err, size_t errlen)
@@ -198,5 +216,5 @@ int config_parse(struct vm_config *cfg, int argc, char **argv, char *err, size_t
 		snprintf(err, errlen, "--kernel is required (try --help)");
 		return -EINVAL;
 	}
-	return CONFIG_OK;
+	return parse_env(cfg, err, errlen) ? -EINVAL : CONFIG_OK;
 }

@@ -16,6 +16,10 @@
 /* APIC ids are 8-bit without x2APIC and 255 is the broadcast id; the
  * IOAPIC takes the id after the last vCPU. */
 #define CONFIG_MAX_CPUS 254
+/* A control socket client that sends no complete request for this long is
+ * closed; the environment variable VMM_CONTROL_IDLE_S (1 to 86400)
+ * overrides it, which tests use to stay short. */
+#define CONFIG_API_IDLE_S 30
 
 enum console_kind { CONSOLE_STDIO, CONSOLE_FILE, CONSOLE_NONE };
 
@@ -28,6 +32,7 @@ struct vm_config {
 	enum console_kind console;
 	const char *console_path;
 	const char *api_socket;
+	unsigned api_idle_s; /* control clients idle this long are closed */
 	bool boot_timer;
 	struct balloon_options balloon;
 	struct blk_options disks[BLK_MAX_DISKS]; /* --disk, in order */

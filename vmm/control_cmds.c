@@ -65,54 +65,68 @@ static json_t *cmd_balloon_stats(struct vm *vm, json_t *req, char *err, size_t e
 	return b ? balloon_stats_json(b) : NULL;
 }
 
-static json_t *cmd_hint(struct vm *vm, json_t *req, char *err, size_t errlen)
+/* The hint round's reply, once the guest ended it or time ran out; the
+ * round ends (DONE) either way. Outside migration hints are only counted:
+ * nothing is discarded, because the guest may reuse a hinted page at any
+ * moment. */
+static int hint_poll(struct vm *vm, const struct control_deferred *d, bool timed_out,
+		     json_t **reply, char *err, size_t errlen)
+{
+	struct balloon *b = vm->balloon;
+	bool running = balloon_hint_running(b);
+
+	if (running && !timed_out)
+		return -EINPROGRESS;
+	*reply = balloon_hint_json(b);
+	balloon_hint_done(b);
+	if (running) {
+		json_decref(*reply);
+		*reply = NULL;
+		snprintf(err, errlen, "the guest did not finish the hint round within %d ms",
+			 d->timeout_ms);
+		return -ETIMEDOUT;
+	}
+	return 0;
+}
+
+static void hint_cancel(struct vm *vm)
+{
+	balloon_hint_done(vm->balloon);
+}
+
+/* Starts a hint round; the reply comes from hint_poll when the round ends,
+ * so the main loop goes on meanwhile. */
+static int cmd_hint(struct vm *vm, json_t *req, struct control_deferred *d, char *err,
+		    size_t errlen)
 {
 	struct balloon *b = need_balloon(vm, err, errlen);
 	json_t *t = json_object_get(req, "timeout_ms"), *drop = json_object_get(req, "drop_cache");
-	json_int_t timeout_ms = 10000;
 	const char *note = NULL;
-	json_t *reply;
 	int rc;
 
 	if (!b)
-		return NULL;
-	if (drop && !json_is_boolean(drop)) {
-		snprintf(err, errlen, "\"drop_cache\" must be true or false");
-		return NULL;
-	}
+		return -ENODEV;
+	if (drop && !json_is_boolean(drop))
+		return errf(-EINVAL, err, errlen, "\"drop_cache\" must be true or false");
 	if (t && (!json_is_integer(t) || json_integer_value(t) < 1 ||
-		  json_integer_value(t) > 600000)) {
-		snprintf(err, errlen, "\"timeout_ms\" must be an integer from 1 to 600000");
-		return NULL;
-	}
-	if (t)
-		timeout_ms = json_integer_value(t);
+		  json_integer_value(t) > 600000))
+		return errf(-EINVAL, err, errlen, "\"timeout_ms\" must be an integer from 1 to 600000");
 	if (json_is_true(drop))
 		note = balloon_drop_cache_unavailable(b);
 	rc = balloon_hint_start(b, json_is_true(drop), NULL, NULL);
-	if (rc == -ENOTSUP) {
-		snprintf(err, errlen, "the guest has not enabled free page hinting "
-				      "(needs --balloon free-page-hint and a driver that accepts it)");
-		return NULL;
-	}
-	if (rc) {
-		snprintf(err, errlen, "a hint round is already running");
-		return NULL;
-	}
-	/* Outside migration hints are only counted: nothing is discarded,
-	 * because the guest may reuse a hinted page at any moment. */
-	rc = balloon_hint_wait(b, (int)timeout_ms);
-	reply = balloon_hint_json(b);
-	balloon_hint_done(b);
-	if (rc) {
-		json_decref(reply);
-		snprintf(err, errlen, "the guest did not finish the hint round within %lld ms",
-			 (long long)timeout_ms);
-		return NULL;
-	}
-	if (reply && note)
-		json_object_set_new(reply, "note", json_pack("s+", "--drop-cache has no effect: ", note));
-	return reply;
+	if (rc == -ENOTSUP)
+		return errf(rc, err, errlen, "the guest has not enabled free page hinting "
+					     "(needs --balloon free-page-hint and a driver that accepts it)");
+	if (rc)
+		return errf(rc, err, errlen, "a hint round is already running");
+	*d = (struct control_deferred){
+		.fd = balloon_hint_fd(b),
+		.timeout_ms = t ? (int)json_integer_value(t) : 10000,
+		.poll = hint_poll,
+		.cancel = hint_cancel,
+		.extra = note ? json_pack("{s:s+}", "note", "--drop-cache has no effect: ", note) : NULL,
+	};
+	return 0;
 }
 
 /* Why pause/resume are refused now, or NULL. While a migration runs the
@@ -233,6 +247,9 @@ static const struct control_cmd commands[] = {
 	{ "status", cmd_status },
 	{ "balloon", cmd_balloon },
 	{ "balloon-stats", cmd_balloon_stats },
+};
+
+static const struct control_deferred_cmd deferred_commands[] = {
 	{ "hint", cmd_hint },
 };
 
@@ -241,5 +258,13 @@ const struct control_cmd *control_find_cmd(const char *name)
 	for (size_t i = 0; i < ARRAY_SIZE(commands); i++)
 		if (!strcmp(commands[i].name, name))
 			return &commands[i];
+	return NULL;
+}
+
+const struct control_deferred_cmd *control_find_deferred_cmd(const char *name)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(deferred_commands); i++)
+		if (!strcmp(deferred_commands[i].name, name))
+			return &deferred_commands[i];
 	return NULL;
 }

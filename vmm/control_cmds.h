@@ -9,6 +9,14 @@ struct control_cmd {
 	control_cmd_fn fn;
 };
 
+/* A command whose reply comes later, from the main loop (see struct
+ * control_deferred). */
+struct control_deferred_cmd {
+	const char *name;
+	control_defer_fn start;
+};
+
 const struct control_cmd *control_find_cmd(const char *name);
+const struct control_deferred_cmd *control_find_deferred_cmd(const char *name);
 
 #endif

@@ -13,7 +13,8 @@ struct virtio_dev;
 
 /* The migration device-set descriptor: "uart" and each virtio device's
  * entry (its describe hook, or its name), comma-separated, in MMIO order;
- * e.g. "uart,balloon,blk0:67108864:discard:id=data". Source and destination must agree
+ * e.g.
+ * "uart,balloon:stats:free-page-hint,blk0:67108864:discard:id=data". Source and destination must agree
  * byte for byte. Returns the length, or -ENOSPC if it does not fit. */
 int vm_device_set(struct vm *vm, char *buf, size_t size);
 /* The device whose state section is named name (not NUL-terminated) with

@@ -18,11 +18,21 @@ void loop_close(struct loop *loop)
 	loop->epfd = -1;
 }
 
-int loop_add(struct loop *loop, struct loop_source *src, uint32_t events)
+static int loop_ctl(struct loop *loop, int op, struct loop_source *src, uint32_t events)
 {
 	struct epoll_event ev = { .events = events, .data.ptr = src };
 
-	return epoll_ctl(loop->epfd, EPOLL_CTL_ADD, src->fd, &ev) < 0 ? -errno : 0;
+	return epoll_ctl(loop->epfd, op, src->fd, &ev) < 0 ? -errno : 0;
+}
+
+int loop_add(struct loop *loop, struct loop_source *src, uint32_t events)
+{
+	return loop_ctl(loop, EPOLL_CTL_ADD, src, events);
+}
+
+int loop_mod(struct loop *loop, struct loop_source *src, uint32_t events)
+{
+	return loop_ctl(loop, EPOLL_CTL_MOD, src, events);
 }
 
 void loop_del(struct loop *loop, struct loop_source *src)

@@ -238,12 +238,37 @@ static void create_vcpus(struct vm *vm, const struct boot_entry *entry)
 	free(cpuid);
 }
 
+/* SIGINT, SIGTERM and SIGHUP stop vmm with status 128+N. This runs before
+ * vm_create starts any thread, so that every thread inherits the mask: a
+ * stop signal is only ever taken from vm->signal_fd (the main loop, and the
+ * wait for a migration source), never by a thread whose default action
+ * would end the process without tearing down; the kick is unblocked by
+ * each vCPU thread for itself. */
+static void block_signals(struct vm *vm)
+{
+	sigset_t signals;
+
+	sigemptyset(&signals);
+	sigaddset(&signals, SIGINT);
+	sigaddset(&signals, SIGTERM);
+	sigaddset(&signals, SIGHUP);
+	sigaddset(&signals, VCPU_KICK_SIGNAL);
+	pthread_sigmask(SIG_BLOCK, &signals, NULL);
+	sigdelset(&signals, VCPU_KICK_SIGNAL);
+	vm->signal_fd = signalfd(-1, &signals, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (vm->signal_fd < 0)
+		die("signalfd: %s", strerror(errno));
+	signal(SIGPIPE, SIG_IGN);
+	vcpu_init_signals();
+}
+
 void vm_create(struct vm *vm, const struct vm_config *cfg)
 {
 	struct boot_entry entry;
 	char err[256];
 
 	memset(vm, 0, sizeof(*vm));
+	block_signals(vm);
 	vm->start_ns = now_ns();
 	pthread_mutex_init(&vm->pause_lock, NULL);
 	pthread_cond_init(&vm->pause_cond, NULL);
@@ -377,14 +402,22 @@ static void stop_event(struct loop_source *src, uint32_t events)
 	(void)!read(src->fd, &v, sizeof(v));
 }
 
+/* 128 + the number of a stop signal waiting on the signalfd, or 0. */
+static int signal_status(int signal_fd)
+{
+	struct signalfd_siginfo si;
+
+	return read(signal_fd, &si, sizeof(si)) == sizeof(si) ? 128 + (int)si.ssi_signo : 0;
+}
+
 static void signal_event(struct loop_source *src, uint32_t events)
 {
 	struct runtime *rt = container_of(src, struct runtime, signal_src);
-	struct signalfd_siginfo si;
+	int status = signal_status(src->fd);
 
 	(void)events;
-	if (read(src->fd, &si, sizeof(si)) == sizeof(si))
-		vm_request_stop(rt->vm, VM_STOP_SIGNAL, 128 + (int)si.ssi_signo);
+	if (status)
+		vm_request_stop(rt->vm, VM_STOP_SIGNAL, status);
 }
 
 static void flush_console_input(struct runtime *rt)
@@ -421,7 +454,7 @@ static void stdin_event(struct loop_source *src, uint32_t events)
 	flush_console_input(rt);
 }
 
-static void runtime_init(struct runtime *rt, struct vm *vm, const sigset_t *signals)
+static void runtime_init(struct runtime *rt, struct vm *vm)
 {
 	char err[256];
 
@@ -430,9 +463,8 @@ static void runtime_init(struct runtime *rt, struct vm *vm, const sigset_t *sign
 	if (loop_init(&rt->loop))
 		die("epoll: %s", strerror(errno));
 	rt->stop_src = (struct loop_source){ .fd = vm->stop_fd, .fn = stop_event };
-	rt->signal_src = (struct loop_source){ .fn = signal_event };
-	rt->signal_src.fd = signalfd(-1, signals, SFD_CLOEXEC | SFD_NONBLOCK);
-	if (rt->signal_src.fd < 0 || loop_add(&rt->loop, &rt->stop_src, EPOLLIN) ||
+	rt->signal_src = (struct loop_source){ .fd = vm->signal_fd, .fn = signal_event };
+	if (loop_add(&rt->loop, &rt->stop_src, EPOLLIN) ||
 	    loop_add(&rt->loop, &rt->signal_src, EPOLLIN))
 		die("cannot set up the event loop: %s", strerror(errno));
 	if (vm->console.in_fd >= 0) {
@@ -441,7 +473,8 @@ static void runtime_init(struct runtime *rt, struct vm *vm, const sigset_t *sign
 		rt->stdin_open = loop_add(&rt->loop, &rt->stdin_src, EPOLLIN) == 0;
 	}
 	if (vm->cfg->api_socket) {
-		if (control_open(&rt->control, vm->cfg->api_socket, &rt->loop, vm, err, sizeof(err)))
+		if (control_open(&rt->control, vm->cfg->api_socket, vm->cfg->api_idle_s, &rt->loop, vm,
+				 err, sizeof(err)))
 			die("%s", err);
 		rt->have_control = true;
 	}
@@ -451,7 +484,6 @@ static void runtime_close(struct runtime *rt)
 {
 	if (rt->have_control)
 		control_close(&rt->control);
-	close(rt->signal_src.fd);
 	loop_close(&rt->loop);
 }
 
@@ -468,6 +500,7 @@ static void vm_destroy(struct vm *vm)
 		vcpu_destroy(&vm->vcpus[i]);
 	free(vm->vcpus);
 	console_close(&vm->console);
+	close(vm->signal_fd);
 	close(vm->stop_fd);
 	close(vm->fd);
 	guest_mem_free(&vm->mem);
@@ -477,26 +510,16 @@ static void vm_destroy(struct vm *vm)
 int vm_run(struct vm *vm)
 {
 	struct runtime rt;
-	sigset_t signals;
 	int status;
 
-	/* Before signals are blocked: a SIGTERM while waiting for the source
-	 * just ends vmm, and nothing of the guest has run. */
+	/* A stop signal ends the wait for the source (through vm->signal_fd);
+	 * nothing of the guest has run, and the status says which signal. */
 	if (vm->cfg->incoming && migrate_incoming(vm, vm->cfg->incoming)) {
+		status = signal_status(vm->signal_fd);
 		vm_destroy(vm);
-		return 1;
+		return status ? status : 1;
 	}
-	/* Blocked before the vCPU threads exist, so only the signalfd sees them. */
-	sigemptyset(&signals);
-	sigaddset(&signals, SIGINT);
-	sigaddset(&signals, SIGTERM);
-	sigaddset(&signals, SIGHUP);
-	sigaddset(&signals, VCPU_KICK_SIGNAL);
-	pthread_sigmask(SIG_BLOCK, &signals, NULL);
-	sigdelset(&signals, VCPU_KICK_SIGNAL);
-	signal(SIGPIPE, SIG_IGN);
-	vcpu_init_signals();
-	runtime_init(&rt, vm, &signals);
+	runtime_init(&rt, vm);
 
 	for (unsigned i = 0; i < vm->ncpus; i++)
 		if (vcpu_start(&vm->vcpus[i]))

@@ -76,6 +76,8 @@ struct vm {
 	unsigned pause_owners;
 	unsigned paused_vcpus;
 
+	/* SIGINT, SIGTERM and SIGHUP, blocked in every thread, arrive here. */
+	int signal_fd;
 	/* The first stop request wins; stop_fd wakes the main loop. */
 	_Atomic int stop_reason;
 	int exit_status;

@@ -52,6 +52,7 @@ static struct vm *fake_vm(void)
 	if (guest_mem_alloc(&vm.mem, RAM))
 		abort();
 	vm.fd = -1;
+	vm.signal_fd = -1;
 	vm.ncpus = 1;
 	vcpu.fd = -1;
 	vcpu.vm = &vm;

@@ -78,13 +78,6 @@ else
 	fail status_wrong_socket "status $rc, output: $out"
 fi
 
-kill -TERM $pid
-wait $pid
-rc=$?
-if [ $rc = 143 ] && [ ! -e "$sock" ]; then
-	pass sigterm_clean_teardown
-else
-	fail sigterm_clean_teardown "exit status $rc (expected 143), socket left: $([ -e "$sock" ] && echo yes || echo no)"
-fi
+stopped_cleanly sigterm_clean_teardown $pid "$sock"
 
 exit 0

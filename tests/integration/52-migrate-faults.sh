@@ -167,6 +167,30 @@ fault migrate_fault_source_commit_kill source source-commit kill dest
 fault migrate_fault_source_commit_reset source source-commit reset dest-late
 fault migrate_fault_source_commit_stop source source-commit stop dest
 
+# --- A stop signal to the destination during the transfer: it ends before
+# READY with 128+15, and the source keeps its guest. ---
+n=$((n + 1))
+next_port
+VMM_MIGRATE_FAULT=dest-bulk:stop start_dst d$n
+timeout -k 5 "$MIG_TIMEOUT" "$VMM" migrate "$WORK/$cur.sock" "tcp:127.0.0.1:$PORT" \
+	>"$WORK/sigterm.migrate" 2>&1 &
+mig=$!
+wait_for $((MIG_TIMEOUT)) frozen_or_gone "$dst_pid" "$mig"
+kill -TERM "$dst_pid"
+kill -CONT "$dst_pid"
+wait_for $((MIG_TIMEOUT)) gone "$dst_pid"
+wait "$dst_pid"
+d_rc=$?
+wait_for $((MIG_TIMEOUT)) gone "$mig"
+wait "$mig"
+m_rc=$?
+if [ $d_rc -eq 143 ] && [ $m_rc -eq 1 ] && [ ! -s "$WORK/d$n.out" ] && runs "$cur"; then
+	pass migrate_sigterm_destination_during_transfer
+else
+	fail migrate_sigterm_destination_during_transfer "destination status $d_rc, vmm migrate $m_rc" \
+		"$(cat "$WORK/d$n.err")" "$(cat "$WORK/sigterm.migrate")"
+fi
+
 # --- A destination that answers with nonsense: the source resumes. ---
 # fake_dest TEST REGEX SCENARIO
 fake_dest() {

@@ -84,7 +84,7 @@ wait_for $((10 * SLOW)) gone "$dst_pid"
 kill -9 $dst_pid 2>/dev/null
 wait $dst_pid 2>/dev/null
 dst_pid=$vm_pid
-if [ $rc -ne 0 ] && grep -Eq "incompatible source: devices 'uart,balloon,blk0:33554432(:discard)?:id=data' here, 'uart,balloon,blk0:67108864(:discard)?:id=data' there" "$WORK/refused.err" &&
+if [ $rc -ne 0 ] && grep -Eq "incompatible source: devices 'uart,balloon:free-page-hint:free-page-reporting,blk0:33554432(:discard)?:id=data' here, 'uart,balloon:free-page-hint:free-page-reporting,blk0:67108864(:discard)?:id=data' there" "$WORK/refused.err" &&
 	kill -0 $vm_pid && "$VMM" status "$WORK/dst.sock" 2>&1 | grep -q '"state": "running"'; then
 	pass blk_migrate_other_disk_refused
 else

@@ -66,6 +66,28 @@ wait_for() {
 
 gone() { ! kill -0 "$1" 2>/dev/null; }
 
+# stopped_cleanly TEST PID SOCKET [SIGNAL]: sends SIGNAL (default TERM) to
+# PID, a vmm started in the background by this shell, and checks that it
+# ends within a bounded wait with status 128+N and its socket file removed.
+stopped_cleanly() {
+	local test=$1 p=$2 sock=$3 sig=${4:-TERM} want rc
+	want=$((128 + $(kill -l "$sig")))
+	kill -s "$sig" "$p"
+	if ! wait_for $((10 * SLOW)) gone "$p"; then
+		kill -9 "$p" 2>/dev/null
+		fail "$test" "still running $((10 * SLOW)) s after SIG$sig"
+		return 1
+	fi
+	wait "$p"
+	rc=$?
+	if [ "$rc" = "$want" ] && [ ! -e "$sock" ]; then
+		pass "$test"
+		return 0
+	fi
+	fail "$test" "exit status $rc (expected $want), socket left: $([ -e "$sock" ] && echo yes || echo no)"
+	return 1
+}
+
 # Whether something listens on the port, without connecting to it: a
 # migration destination takes the first connection as its source.
 port_open() {

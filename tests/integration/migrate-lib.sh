@@ -60,8 +60,10 @@ def rec(t, p):
     c = xxhash.xxh3_64_intdigest(p, seed=struct.unpack("<Q", h)[0]) & 0xffffffff
     return h + struct.pack("<I", c) + p
 # HELLO: magic, version, flags (ZSTD), page size, vCPUs, RAM, connections,
-# stripe shift (4 MiB), session, devices.
-def hello(version, ram, conns=1, session=7, dev=b"uart,balloon"):
+# stripe shift (4 MiB), session, devices (by default those of 50-migrate:
+# --balloon stats=1,free-page-hint,free-page-reporting).
+def hello(version, ram, conns=1, session=7,
+          dev=b"uart,balloon:stats:free-page-hint:free-page-reporting"):
     return rec(1, struct.pack("<IHHIIQHHQH", 0x47494d56, version, 1, 4096, 1, ram, conns, 22,
                               session, len(dev)) + dev)
 def join(session, index, conns):

@@ -1,15 +1,23 @@
 /* virtio-blk without KVM: blk_req_parse() on hand-built chains (every
- * layout and range rule, both answers and the slices it hands out), and
- * --disk parsing. */
+ * layout and range rule, both answers and the slices it hands out),
+ * --disk parsing, and a device set up with blk_open() whose late read
+ * completions must mark guest memory dirty. */
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/virtio_blk.h>
+#include <linux/virtio_ring.h>
+#include <poll.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "tests/unit/unit.h"
 #include "virtio/blk.h"
 #include "virtio/blk_req.h"
 #include "vmm/config.h"
+#include "vmm/vm.h"
 
 #define CAP 1000 /* sectors */
 #define MAXB 8
@@ -365,6 +373,172 @@ static void test_disk_options(void)
 	}
 }
 
+/* A disk over a small guest memory, its queue 0 set up by hand, and its
+ * image replaced by a pipe: a read stays in flight until the test writes. */
+struct late {
+	struct vm vm;
+	struct blk *b;
+	struct virtio_dev *dev;
+	int pipe[2];
+};
+
+#define Q_DESC 0x1000ULL
+#define Q_AVAIL 0x2000ULL
+#define Q_USED 0x3000ULL
+#define REQ_HDR 0x4000ULL
+#define REQ_STATUS 0x5000ULL
+#define REQ_DATA 0x10000ULL
+
+static void put_desc(struct late *t, unsigned i, uint64_t addr, uint32_t len, uint16_t flags,
+		     uint16_t next)
+{
+	uint8_t *d = gpa_to_hva(&t->vm.mem, Q_DESC + 16 * i, 16);
+
+	memcpy(d, &addr, 8);
+	memcpy(d + 8, &len, 4);
+	memcpy(d + 12, &flags, 2);
+	memcpy(d + 14, &next, 2);
+}
+
+static uint16_t used_idx(struct late *t)
+{
+	uint16_t v;
+
+	memcpy(&v, gpa_to_hva(&t->vm.mem, Q_USED + 2, 2), 2);
+	return v;
+}
+
+/* Replaces the descriptor open on path (the image) with the pipe's read end. */
+static int swap_image_for_pipe(const char *path, int rfd)
+{
+	char link[64], target[PATH_MAX];
+
+	for (int fd = 3; fd < 1024; fd++) {
+		ssize_t n;
+
+		snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+		n = readlink(link, target, sizeof(target) - 1);
+		if (n <= 0)
+			continue;
+		target[n] = '\0';
+		if (!strcmp(target, path))
+			return dup2(rfd, fd) == fd ? 0 : -1;
+	}
+	return -1;
+}
+
+/* Sets up the disk and makes one 4 KiB READ of sector 0 into REQ_DATA
+ * available and taken: it is in flight when this returns 0. */
+static int late_setup(struct late *t)
+{
+	char tmpl[] = "/tmp/vmm-test-blk.XXXXXX", err[256] = "";
+	struct blk_options o = { .path = "" };
+	uint8_t hdr[16] = { 0 }; /* VIRTIO_BLK_T_IN, sector 0 */
+	uint16_t avail[3] = { 0, 1, 0 }; /* flags, idx, ring[0] = head 0 */
+	struct virtq *vq;
+	int fd = mkstemp(tmpl);
+
+	memset(t, 0, sizeof(*t));
+	if (fd < 0 || ftruncate(fd, 65536) || pipe(t->pipe))
+		return -1;
+	close(fd);
+	snprintf(o.path, sizeof(o.path), "%s", tmpl);
+	if (guest_mem_alloc(&t->vm.mem, 1 << 20) || guest_mem_dirty_alloc(&t->vm.mem))
+		return -1;
+	t->b = blk_open(&t->vm, &o, 0, err, sizeof(err));
+	if (!t->b || swap_image_for_pipe(tmpl, t->pipe[0])) {
+		unlink(tmpl);
+		return -1;
+	}
+	unlink(tmpl);
+	blk_set_drain_timeout(t->b, 100);
+	t->dev = blk_dev(t->b);
+	t->dev->driver_features = 1ULL << VIRTIO_F_VERSION_1;
+	t->dev->status = VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
+			 VIRTIO_STATUS_FEATURES_OK | VIRTIO_STATUS_DRIVER_OK;
+	vq = &t->dev->queues[0];
+	vq->size = 16;
+	vq->desc_gpa = Q_DESC;
+	vq->avail_gpa = Q_AVAIL;
+	vq->used_gpa = Q_USED;
+	vq->ready = true;
+	memcpy(gpa_to_hva(&t->vm.mem, REQ_HDR, 16), hdr, 16);
+	put_desc(t, 0, REQ_HDR, 16, VRING_DESC_F_NEXT, 1);
+	put_desc(t, 1, REQ_DATA, 4096, VRING_DESC_F_NEXT | VRING_DESC_F_WRITE, 2);
+	put_desc(t, 2, REQ_STATUS, 1, VRING_DESC_F_WRITE, 0);
+	memcpy(gpa_to_hva(&t->vm.mem, Q_AVAIL, 6), avail, 6);
+	*(uint8_t *)gpa_to_hva(&t->vm.mem, REQ_STATUS, 1) = 0xff;
+	t->dev->ops->queue_notify(t->dev, 0);
+	return 0;
+}
+
+/* The read's data arrives: the pipe is written, and the completion is
+ * waited for on the ring's eventfd (which the transport would read). */
+static int late_complete(struct late *t)
+{
+	uint8_t data[4096];
+	struct pollfd p = { .fd = t->dev->io_fd, .events = POLLIN };
+	uint64_t v;
+
+	memset(data, 0xa5, sizeof(data));
+	if (write(t->pipe[1], data, sizeof(data)) != (ssize_t)sizeof(data) || poll(&p, 1, 5000) != 1)
+		return -1;
+	return read(t->dev->io_fd, &v, sizeof(v)) == sizeof(v) ? 0 : -1;
+}
+
+static void late_free(struct late *t)
+{
+	if (t->b)
+		blk_destroy(t->b);
+	close(t->pipe[0]);
+	close(t->pipe[1]);
+	guest_mem_free(&t->vm.mem);
+}
+
+/* The driver resets the device while a read is in flight; the reset's drain
+ * gives up, the read completes later and is reaped: the request belongs to
+ * the old queue and is not answered, but the kernel did write its data
+ * into guest memory, so those pages must be marked for migration. */
+static void test_late_read_after_reset(void)
+{
+	static struct late t;
+	const uint8_t *data;
+
+	REQUIRE(late_setup(&t) == 0);
+	CHECK(!guest_mem_test_dirty(&t.vm.mem, REQ_DATA));
+	t.dev->ops->reset(t.dev); /* the drain times out after 100 ms */
+	t.dev->status = 0;
+	virtq_reset(&t.dev->queues[0], &t.vm.mem);
+	REQUIRE(late_complete(&t) == 0);
+	t.dev->ops->io_ready(t.dev);
+	data = gpa_to_hva(&t.vm.mem, REQ_DATA, 4096);
+	CHECK(data[0] == 0xa5 && data[4095] == 0xa5);
+	CHECK(guest_mem_test_dirty(&t.vm.mem, REQ_DATA));
+	CHECK_EQ(used_idx(&t), 0);
+	CHECK_EQ(*(uint8_t *)gpa_to_hva(&t.vm.mem, REQ_STATUS, 1), 0xff);
+	late_free(&t);
+}
+
+/* A pause whose drain times out fails; the read completes while the device
+ * is still paused and is reaped on resume: data, status byte and used ring
+ * are all written then, and all marked. */
+static void test_late_read_after_pause_timeout(void)
+{
+	static struct late t;
+
+	REQUIRE(late_setup(&t) == 0);
+	CHECK_EQ(virtio_pause(t.dev), -ETIMEDOUT);
+	REQUIRE(late_complete(&t) == 0);
+	CHECK_EQ(used_idx(&t), 0); /* nothing answered while paused */
+	CHECK_EQ(virtio_resume(t.dev), 0);
+	CHECK(guest_mem_test_dirty(&t.vm.mem, REQ_DATA));
+	CHECK_EQ(*(uint8_t *)gpa_to_hva(&t.vm.mem, REQ_STATUS, 1), VIRTIO_BLK_S_OK);
+	CHECK(guest_mem_test_dirty(&t.vm.mem, REQ_STATUS));
+	CHECK_EQ(used_idx(&t), 1);
+	CHECK(guest_mem_test_dirty(&t.vm.mem, Q_USED));
+	late_free(&t);
+}
+
 int main(int argc, char **argv)
 {
 	unit_init(argc, argv);
@@ -375,5 +549,7 @@ int main(int argc, char **argv)
 	RUN(test_discard_write_zeroes);
 	RUN(test_get_id);
 	RUN(test_disk_options);
+	RUN(test_late_read_after_reset);
+	RUN(test_late_read_after_pause_timeout);
 	return unit_done();
 }

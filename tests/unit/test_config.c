@@ -1,5 +1,6 @@
 /* config_parse: `vmm run` options, defaults and every rejection. */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "tests/unit/unit.h"
@@ -211,6 +212,26 @@ static void test_parse_twice(void)
 	CHECK_STREQ(cfg.kernel, "e");
 }
 
+/* VMM_CONTROL_IDLE_S sets the control socket's idle timeout (tests use it). */
+static void test_idle_timeout_env(void)
+{
+	struct vm_config cfg;
+	char err[ERRLEN];
+
+	unsetenv("VMM_CONTROL_IDLE_S");
+	CHECK_EQ(PARSE(&cfg, err, "run", "--kernel", "k"), CONFIG_OK);
+	CHECK_EQ(cfg.api_idle_s, CONFIG_API_IDLE_S);
+	setenv("VMM_CONTROL_IDLE_S", "3", 1);
+	CHECK_EQ(PARSE(&cfg, err, "run", "--kernel", "k"), CONFIG_OK);
+	CHECK_EQ(cfg.api_idle_s, 3);
+	setenv("VMM_CONTROL_IDLE_S", "0", 1);
+	CHECK_EQ(PARSE(&cfg, err, "run", "--kernel", "k"), -EINVAL);
+	CHECK_CONTAINS(err, "VMM_CONTROL_IDLE_S: '0' is not 1 to 86400");
+	setenv("VMM_CONTROL_IDLE_S", "soon", 1);
+	CHECK_EQ(PARSE(&cfg, err, "run", "--kernel", "k"), -EINVAL);
+	unsetenv("VMM_CONTROL_IDLE_S");
+}
+
 int main(int argc, char **argv)
 {
 	unit_init(argc, argv);
@@ -222,5 +243,6 @@ int main(int argc, char **argv)
 	RUN(test_bad_usage);
 	RUN(test_help_version);
 	RUN(test_parse_twice);
+	RUN(test_idle_timeout_env);
 	return unit_done();
 }

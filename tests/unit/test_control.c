@@ -9,10 +9,11 @@
 #include "vmm/vm.h"
 
 static struct vm vm;
+static struct control_deferred deferred;
 
 static json_t *handle(const char *line)
 {
-	return control_handle_line(&vm, line, strlen(line));
+	return control_handle_line(&vm, line, strlen(line), &deferred);
 }
 
 /* Checks that reply is {"ok": false, "error": "...want..."} and frees it. */
@@ -46,7 +47,7 @@ static void test_malformed(void)
 	EXPECT_ERROR("{\"cmd\":\"status\"} {}", "malformed");
 	EXPECT_ERROR("{\"cmd\":\"status\",\"cmd\":\"status\"}", "malformed"); /* duplicate key */
 	/* Only len bytes are parsed. */
-	expect_error(__LINE__, control_handle_line(&vm, "{\"cmd\":\"status\"}", 10), "malformed");
+	expect_error(__LINE__, control_handle_line(&vm, "{\"cmd\":\"status\"}", 10, &deferred), "malformed");
 }
 
 static void test_bad_requests(void)
@@ -80,7 +81,7 @@ static void test_status(void)
 	memset(&vm, 0, sizeof(vm));
 	vm.ncpus = 3;
 	vm.mem.size = 256ULL << 20;
-	reply = control_handle_line(&vm, req, strlen("{\"cmd\":\"status\"}"));
+	reply = control_handle_line(&vm, req, strlen("{\"cmd\":\"status\"}"), &deferred);
 	REQUIRE(reply);
 	CHECK(json_is_true(json_object_get(reply, "ok")));
 	CHECK(json_object_get(reply, "error") == NULL);

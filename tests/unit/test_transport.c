@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -537,6 +538,17 @@ static void test_timeouts(void)
 	dt = now_ms() - t0;
 	CHECK(dt >= 190 && dt < 1500);
 	CHECK_CONTAINS(err, "accept");
+	/* waiting forever, but a readable stop fd (vmm's signalfd) ends it */
+	{
+		int stop = eventfd(1, EFD_CLOEXEC);
+
+		REQUIRE(stop >= 0);
+		t0 = now_ms();
+		CHECK_EQ(transport_accept_or_stop(lfd, -1, stop, err, ERRLEN), -EINTR);
+		CHECK(now_ms() - t0 < 1000);
+		CHECK_CONTAINS(err, "stopped by a signal");
+		close(stop);
+	}
 	/* connect to a listener that never accepts: the kernel completes it */
 	fd = transport_connect(&a, 1000, err, ERRLEN);
 	CHECK(fd >= 0);
