@@ -340,13 +340,31 @@ static int read_pagemap(struct send_lane *l, uint64_t lo, uint64_t hi)
 }
 
 /* Takes the send bits of one stripe; false when there are none. */
-static bool take_stripe(struct send_lane *l, uint64_t first, uint64_t n)
+/* Takes the send bits of one stripe; false when there are none. In the
+ * bulk pass every page the guest did not hint free is taken, whatever the
+ * send set says: the first sync puts every page there, and the bulk pass
+ * must carry every page, so a dirty log that reports less (as get-log
+ * once did) cannot leave the destination with zeroed memory. Such pages
+ * are counted (bulk_unlogged, in the trace). */
+static bool take_stripe(struct send_lane *l, uint64_t first, uint64_t n, bool bulk)
 {
-	_Atomic uint64_t *w = (_Atomic uint64_t *)l->rs->send.words + first / 64;
+	struct ram_sender *rs = l->rs;
+	_Atomic uint64_t *w = (_Atomic uint64_t *)rs->send.words + first / 64;
+	_Atomic uint64_t *h = (_Atomic uint64_t *)rs->hinted.words + first / 64;
 	uint64_t any = 0;
 
-	for (uint64_t i = 0; i < bitmap_words(n); i++)
-		any |= l->mask[i] = bitmap_atomic_take_word(&w[i]);
+	for (uint64_t i = 0; i < bitmap_words(n); i++) {
+		uint64_t t = bitmap_atomic_take_word(&w[i]);
+
+		if (bulk) {
+			uint64_t valid = n - i * 64 >= 64 ? ~0ULL : (1ULL << (n - i * 64)) - 1;
+			uint64_t all = valid & ~atomic_load_explicit(&h[i], memory_order_acquire);
+
+			l->bulk_unlogged += (uint64_t)__builtin_popcountll(all & ~t);
+			t |= all;
+		}
+		any |= l->mask[i] = t;
+	}
 	return any != 0;
 }
 
@@ -368,7 +386,7 @@ static int send_stripe(struct send_lane *l, uint64_t first, uint64_t n, bool bul
 
 	if ((rc = lane_check_abort(l)))
 		return rc;
-	if (!take_stripe(l, first, n)) {
+	if (!take_stripe(l, first, n, bulk)) {
 		/* Only a hint clears bits of the bulk pass: all skipped. */
 		for (uint64_t p = first; bulk && !rc && p < first + n; p++)
 			rc = add_skip(l, p);
@@ -520,6 +538,9 @@ int sender_lane_pass(struct send_lane *l, const struct send_pass *p)
 			rc = sender_lane_fail(l, rc, "sending: %s", strerror(-rc));
 	}
 	note_sent(l);
+	if (p->bulk && l->bulk_unlogged)
+		mig_trace("lane %u: %llu pages of the bulk pass were not in the first sync's set",
+			  l->index, (unsigned long long)l->bulk_unlogged);
 	mig_trace("lane %u pass done in %.1f ms: %llu pages, %llu bytes; compress %.1f,"
 		  " waiting for the socket and the destination %.1f ms", l->index,
 		  (double)(now_ns() - t0) / 1e6, (unsigned long long)(l->ram_pages - p0),

@@ -120,6 +120,7 @@ struct send_lane {
 	struct nodata_list zero;    /* ZERO: read as zero here */
 	struct nodata_list skip;    /* SKIP (bulk pass): hinted free, or never touched */
 	uint64_t ram_pages;         /* pages in RAM records on this connection (its END) */
+	uint64_t bulk_unlogged;     /* bulk-pass pages sent though the first sync missed them */
 	struct lane_stats st;
 	uint64_t t_compress, t_wait; /* ns, for the trace */
 };
@@ -142,6 +143,7 @@ struct ram_sender {
 	struct vm *vm;
 	struct dirty_log *dirty;
 	struct bitmap send;         /* pages to send in this pass */
+	struct bitmap hinted;       /* pages hinted free since the migration began */
 	uint64_t npages;
 	unsigned nlanes;
 	struct send_lane *lanes;

@@ -119,7 +119,7 @@ int ram_sender_init(struct ram_sender *rs, struct migration *m, struct dirty_log
 	rs->pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
 	if (rs->pagemap_fd < 0)
 		return -errno;
-	if (bitmap_alloc(&rs->send, rs->npages))
+	if (bitmap_alloc(&rs->send, rs->npages) || bitmap_alloc(&rs->hinted, rs->npages))
 		return -ENOMEM;
 	rs->lanes = calloc(nlanes, sizeof(*rs->lanes));
 	if (!rs->lanes)
@@ -240,6 +240,9 @@ void ram_sender_hint(struct ram_sender *rs, uint64_t first, uint64_t n)
 
 	if (!n || first >= rs->npages || n > rs->npages - first)
 		return;
+	/* Hinted first: a lane that sees the send bit clear then also sees
+	 * the hint (or sends the page, which is harmless). */
+	bitmap_atomic_set_range(&rs->hinted, first, n);
 	for (uint64_t p = first; p < first + n;) {
 		uint64_t w = p / 64, lo = p % 64, cnt = 64 - lo < first + n - p ? 64 - lo : first + n - p;
 		uint64_t bits = (cnt == 64 ? ~0ULL : ((1ULL << cnt) - 1)) << lo;
@@ -310,6 +313,7 @@ void ram_sender_free(struct ram_sender *rs)
 	}
 	free(rs->lanes);
 	bitmap_free(&rs->send);
+	bitmap_free(&rs->hinted);
 	if (rs->pagemap_fd >= 0)
 		close(rs->pagemap_fd);
 	pthread_cond_destroy(&rs->cond);
