@@ -203,8 +203,12 @@ static void conn_poll(struct control_conn *conn, bool timed_out)
 
 static void done_event(struct loop_source *src, uint32_t events)
 {
+	struct control_conn *conn = container_of(src, struct control_conn, done);
+
 	(void)events;
-	conn_poll(container_of(src, struct control_conn, done), false);
+	/* An event from the same epoll batch as the client's closing. */
+	if (conn->waiting)
+		conn_poll(conn, false);
 }
 
 static void conn_event(struct loop_source *src, uint32_t events)
