@@ -119,6 +119,13 @@ static void conn_close(struct control_conn *conn)
 	conn->src.fd = -1;
 }
 
+/* Closes the client from one of its events, and rearms for the others. */
+static void conn_drop(struct control_conn *conn)
+{
+	conn_close(conn);
+	rearm(conn->ctl);
+}
+
 static int conn_reply(struct control_conn *conn, json_t *reply)
 {
 	char *text = json_dumps(reply, JSON_COMPACT);
@@ -193,18 +200,20 @@ static void conn_poll(struct control_conn *conn, bool timed_out)
 		loop_del(conn->ctl->loop, &conn->done);
 	conn->waiting = false;
 	conn->idle_deadline = now_ns() + conn->ctl->idle_ns;
-	if (conn_reply(conn, control_deferred_reply(d, rc, reply, err))) {
-		conn_close(conn);
-		rearm(conn->ctl);
-		return;
-	}
-	conn_continue(conn);
+	if (conn_reply(conn, control_deferred_reply(d, rc, reply, err)))
+		conn_drop(conn);
+	else
+		conn_continue(conn);
 }
 
 static void done_event(struct loop_source *src, uint32_t events)
 {
+	struct control_conn *conn = container_of(src, struct control_conn, done);
+
 	(void)events;
-	conn_poll(container_of(src, struct control_conn, done), false);
+	/* An event from the same epoll batch as the client's closing. */
+	if (conn->waiting)
+		conn_poll(conn, false);
 }
 
 static void conn_event(struct loop_source *src, uint32_t events)
@@ -214,18 +223,15 @@ static void conn_event(struct loop_source *src, uint32_t events)
 
 	if (conn->waiting) {
 		/* Only a hang-up is reported while waiting: nobody wants the reply. */
-		if (events & (EPOLLHUP | EPOLLERR)) {
-			conn_close(conn);
-			rearm(conn->ctl);
-		}
+		if (events & (EPOLLHUP | EPOLLERR))
+			conn_drop(conn);
 		return;
 	}
 	n = read(src->fd, conn->buf + conn->len, CONTROL_MAX_REQUEST - conn->len);
 	if (n < 0 && (errno == EINTR || errno == EAGAIN))
 		return;
 	if (n < 0) {
-		conn_close(conn);
-		rearm(conn->ctl);
+		conn_drop(conn);
 		return;
 	}
 	if (n == 0) {
@@ -237,8 +243,7 @@ static void conn_event(struct loop_source *src, uint32_t events)
 	conn->len += (size_t)n;
 	if (conn->len == CONTROL_MAX_REQUEST && !memchr(conn->buf, '\n', conn->len)) {
 		conn_reply(conn, error_reply("request too long"));
-		conn_close(conn);
-		rearm(conn->ctl);
+		conn_drop(conn);
 		return;
 	}
 	conn_continue(conn);
