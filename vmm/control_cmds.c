@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "debug_cmds.h"
 #include "devices.h"
 #include "migrate/migration.h"
 #include "util.h"
@@ -251,6 +252,7 @@ static const struct control_cmd commands[] = {
 
 static const struct control_deferred_cmd deferred_commands[] = {
 	{ "hint", cmd_hint },
+	{ "debug-vcpus", debug_cmd_vcpus },
 };
 
 const struct control_cmd *control_find_cmd(const char *name)

@@ -30,6 +30,7 @@ enum vm_pause_owner {
 	VM_PAUSE_USER = 1u << 0,      /* `vmm pause` */
 	VM_PAUSE_MIGRATION = 1u << 1, /* stop-and-copy, and after COMMIT */
 	VM_PAUSE_THROTTLE = 1u << 2,  /* auto-converge */
+	VM_PAUSE_DEBUG = 1u << 3,     /* debug-vcpus, for the length of a read */
 };
 
 enum vm_stop_reason {
