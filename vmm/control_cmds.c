@@ -248,11 +248,11 @@ static const struct control_cmd commands[] = {
 	{ "status", cmd_status },
 	{ "balloon", cmd_balloon },
 	{ "balloon-stats", cmd_balloon_stats },
+	{ "debug-vcpus", debug_cmd_vcpus },
 };
 
 static const struct control_deferred_cmd deferred_commands[] = {
 	{ "hint", cmd_hint },
-	{ "debug-vcpus", debug_cmd_vcpus },
 };
 
 const struct control_cmd *control_find_cmd(const char *name)
