@@ -144,10 +144,11 @@ static void test_command_no_vcpus(void)
 {
 	static struct vm vm;
 	static const char req[] = "{\"cmd\":\"debug-vcpus\"}";
+	struct control_deferred deferred;
 	json_t *reply;
 
 	memset(&vm, 0, sizeof(vm));
-	reply = control_handle_line(&vm, req, strlen(req));
+	reply = control_handle_line(&vm, req, strlen(req), &deferred);
 	REQUIRE(reply);
 	CHECK(json_is_true(json_object_get(reply, "ok")));
 	CHECK_EQ(json_array_size(json_object_get(reply, "vcpus")), 0);
