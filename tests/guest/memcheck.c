@@ -1,7 +1,7 @@
 /* memcheck: a guest workload for live-migration tests. It fills MIB MiB
  * with a pattern it can verify, keeps rewriting pages at RATE pages per
- * second, and verifies every page in a loop, printing one line per full
- * pass:
+ * second (default 1000, 0: never), and verifies every page in a loop,
+ * printing one line per full pass:
  *
  *   memcheck: PASS pass=N pages=P rewrites=W
  *   memcheck: FAIL page=I expected version V ...
@@ -9,10 +9,16 @@
  * Each page holds its index and a version in every 64-bit word, so a page
  * that arrives stale, zeroed or from elsewhere is caught. The host
  * migrates the guest while this runs and looks for PASS lines after each
- * hop. Usage: memcheck MIB [RATE] (static, tests/guest/). */
+ * hop. RATE `max` rewrites with no rate limit: one page (7919 pages
+ * further on each time, so the writes spread over all of MIB) after each
+ * page it verifies, so a pass rewrites MIB MiB and still ends with its
+ * PASS line (scripts/soak-migrate's guest).
+ * Usage: memcheck MIB [RATE|max] (static, tests/guest/). */
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
@@ -43,14 +49,16 @@ int main(int argc, char **argv)
 	uint64_t npages, rate, rewrites = 0, pass = 0, next = 0;
 	uint32_t *version;
 	uint8_t *mem;
+	bool max;
 	double t0;
 
 	if (argc < 2 || atoi(argv[1]) <= 0) {
-		fprintf(stderr, "usage: memcheck MIB [REWRITES_PER_SECOND]\n");
+		fprintf(stderr, "usage: memcheck MIB [REWRITES_PER_SECOND|max]\n");
 		return 2;
 	}
 	npages = (uint64_t)atoi(argv[1]) * 256;
-	rate = argc > 2 ? (uint64_t)atoll(argv[2]) : 1000;
+	max = argc > 2 && !strcmp(argv[2], "max");
+	rate = max ? 0 : argc > 2 ? (uint64_t)atoll(argv[2]) : 1000;
 	mem = mmap(NULL, npages * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	version = calloc(npages, sizeof(*version));
 	if (mem == MAP_FAILED || !version) {
@@ -80,6 +88,13 @@ int main(int argc, char **argv)
 					       (unsigned long long)w[i]);
 					return 1;
 				}
+			}
+			/* No rate limit: one rewrite per verified page. */
+			if (max) {
+				version[next]++;
+				fill((uint64_t *)(mem + next * PAGE), next, version[next]);
+				next = (next + 7919) % npages;
+				rewrites++;
 			}
 		}
 		printf("memcheck: PASS pass=%llu pages=%llu rewrites=%llu\n",
