@@ -57,6 +57,8 @@ import sys
 import tempfile
 import time
 
+from qmp import QMP  # scripts/qmp.py, beside this file
+
 READY = "vmm-bench: ready"
 REREAD = "vmm-bench: reread-ms"
 MIB = 1 << 20
@@ -127,45 +129,6 @@ def meminfo(console):
     if not tot or not free:
         return None
     return int(tot[-1]), int(free[-1]), int(cached[-1]) if cached else None
-
-
-class QMP:
-    def __init__(self, path, timeout):
-        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.s.settimeout(timeout)
-        self.s.connect(path)
-        self.buf = b""
-        self.events = []
-        greeting = self._line()
-        if "QMP" not in greeting:
-            raise RuntimeError("no QMP greeting: %r" % greeting)
-        self.cmd("qmp_capabilities")
-
-    def _line(self):
-        while b"\n" not in self.buf:
-            data = self.s.recv(65536)
-            if not data:
-                raise RuntimeError("QMP socket closed")
-            self.buf += data
-        line, self.buf = self.buf.split(b"\n", 1)
-        return json.loads(line)
-
-    def cmd(self, name, **args):
-        req = {"execute": name}
-        if args:
-            req["arguments"] = args
-        self.s.sendall(json.dumps(req).encode() + b"\n")
-        while True:
-            r = self._line()
-            if "event" in r:
-                self.events.append(r)
-                continue
-            if "error" in r:
-                raise RuntimeError("QMP %s: %s" % (name, r["error"].get("desc", r["error"])))
-            return r.get("return")
-
-    def close(self):
-        self.s.close()
 
 
 class Bench:
@@ -359,7 +322,7 @@ class Bench:
                 res["error"] = "QEMU destination not listening on port %d (status %s): %r" % (
                     port, dst.poll(), tail(read(d + "/dst.err")))
                 return res
-            qs = QMP(d + "/src.qmp", 60)
+            qs = QMP(d + "/src.qmp", 0, 60)
             qs.cmd("migrate-set-parameters", **{"max-bandwidth": self.a.qemu_max_bandwidth})
             params = qs.cmd("query-migrate-parameters")
             res["qemu_params"] = "max-bandwidth %s, downtime-limit %s ms" % (
@@ -384,7 +347,7 @@ class Bench:
                        setup_ms=st.get("setup-time"), bytes=ram.get("transferred"),
                        iterations=ram.get("dirty-sync-count"),
                        pages="%s normal/%s zero" % (ram.get("normal"), ram.get("duplicate")))
-            qd = QMP(d + "/dst.qmp", 60)
+            qd = QMP(d + "/dst.qmp", 0, 60)
             state = None
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:

@@ -32,7 +32,7 @@ import sys
 import time
 
 
-class QMPError(Exception):
+class QMPError(RuntimeError):
     pass
 
 
