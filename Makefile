@@ -21,7 +21,8 @@ LIB_SRCS := $(filter-out vmm/main.c,$(SRCS))
 OBJS     := $(SRCS:%.c=$(BUILD)/obj/%.o)
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
-UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
+UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%) \
+	     $(patsubst tests/unit/%.sh,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.sh))
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 
 .PHONY: all guest test unit demo bench install clean deps fuzz
@@ -47,6 +48,11 @@ $(BUILD)/tests/%: tests/unit/%.c tests/unit/unit.h $(BUILD)/libvmm.a
 	@mkdir -p $(dir $@) $(BUILD)/obj/tests
 	@echo "  CC    $<"
 	@$(CC) $(CFLAGS) -MF $(BUILD)/obj/tests/$*.d -o $@ $< $(BUILD)/libvmm.a $(LIBS)
+
+# Tests of the test tooling itself are scripts; build/tests/../.. is the checkout.
+$(BUILD)/tests/%: tests/unit/%.sh
+	@mkdir -p $(dir $@)
+	@install -m 755 $< $@
 
 $(BUILD)/tests/fakecap.so: tests/integration/fakecap.c
 	@mkdir -p $(dir $@)

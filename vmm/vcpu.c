@@ -131,6 +131,23 @@ static void report_fatal_exit(struct vcpu *vcpu)
 	vm_request_stop(vcpu->vm, VM_STOP_ERROR, 1);
 }
 
+/* A triple fault: how x86 Linux ends a reboot when nothing else worked,
+ * but also how a guest dies early. Which vCPU and where it was tell the
+ * two apart (and an emulator's fault, docs/testhost.md). */
+static void report_triple_fault(struct vcpu *vcpu)
+{
+	struct kvm_regs regs;
+	struct kvm_sregs sregs;
+
+	if (ioctl(vcpu->fd, KVM_GET_REGS, &regs) == 0 && ioctl(vcpu->fd, KVM_GET_SREGS, &sregs) == 0)
+		log_err("vCPU %u: triple fault at rip 0x%llx (rsp 0x%llx, cr2 0x%llx, cr3 0x%llx),"
+			" treated as a guest reset", vcpu->id, (unsigned long long)regs.rip,
+			(unsigned long long)regs.rsp, (unsigned long long)sregs.cr2,
+			(unsigned long long)sregs.cr3);
+	else
+		log_err("vCPU %u: triple fault, treated as a guest reset", vcpu->id);
+}
+
 static void *vcpu_thread(void *arg)
 {
 	struct vcpu *vcpu = arg;
@@ -164,9 +181,7 @@ static void *vcpu_thread(void *arg)
 		case KVM_EXIT_INTR:
 			break;
 		case KVM_EXIT_SHUTDOWN:
-			/* A triple fault: how x86 Linux ends a reboot when nothing else
-			 * worked, but also how a guest dies early; say which vCPU. */
-			log_err("vCPU %u: triple fault, treated as a guest reset", vcpu->id);
+			report_triple_fault(vcpu);
 			vm_request_stop(vm, VM_STOP_RESET, 0);
 			break;
 		case KVM_EXIT_SYSTEM_EVENT:

@@ -227,7 +227,8 @@ except Exception:
 	if [ $rc -eq 1 ] && grep -Eq "$re" "$WORK/$test.migrate" && runs "$cur"; then
 		pass "$test"
 	else
-		fail "$test" "vmm migrate status $rc" "$(cat "$WORK/$test.migrate")"
+		fail "$test" "vmm migrate status $rc" "$(cat "$WORK/$test.migrate")" \
+			"source: $(tail -n 3 "$WORK/$cur.err" 2>/dev/null)"
 	fi
 }
 fake_dest migrate_fake_dest_garbage "bad reply from the destination" garbage

@@ -18,10 +18,81 @@ CMDLINE_BASE="console=ttyS0 reboot=k panic=1 pci=off quiet"
 
 pass() { echo "PASS: $1"; }
 fail() {
+	local test=$1
 	echo "FAIL: $1"
 	shift
 	for line in "$@"; do echo "    $line"; done
+	emulator_evidence "$test"
 }
+
+# Emulation faults (docs/testhost.md): QEMU's emulated SVM now and then
+# hands a guest the test host's own CPU state. A guest caught with its RIP
+# inside a function of one of the test host's kernel modules (kvm_amd's
+# __svm_vcpu_run, every time so far) cannot be vmm's doing: our guests
+# load no modules, and vmm cannot see the test host's kernel. After a
+# failure, emulator_evidence TEST looks at the RIP of every triple fault
+# the test's vmms reported and of every vmm still alive (debug-vcpus), and
+# when one is such an address prints it with a marker line; tests/run then
+# runs that script once more (and only when each of its failures has one).
+emulator_evidence() {
+	local rips s
+	[ -r /proc/kallsyms ] || return 0
+	rips=$({
+		grep -rhoE --include='*.err' --include='*.out' --include='*.migrate' \
+			'triple fault at rip 0x[0-9a-f]+' "$WORK" 2>/dev/null | awk '{print $NF}'
+		for s in "$WORK"/*.sock; do
+			[ -S "$s" ] && timeout 10 /usr/bin/python3 -c "$VCPU_RIPS" "$s"
+		done
+	} | sort -u)
+	[ -n "$rips" ] || return 0
+	# shellcheck disable=SC2086
+	/usr/bin/python3 -c "$HOST_SYMBOL" $rips | while read -r rip what; do
+		echo "    emulator fault: a guest's rip $rip is $what of the test host's own kernel"
+		echo "EMULATOR-FAULT: $1"
+	done | awk '!seen[$0]++'
+}
+
+# python3 -c "$VCPU_RIPS" SOCKET: each vCPU's rip, from debug-vcpus.
+VCPU_RIPS='
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(8)
+try:
+    s.connect(sys.argv[1])
+    s.sendall(b"{\"cmd\": \"debug-vcpus\"}\n")
+    b = b""
+    while not b.endswith(b"\n"):
+        c = s.recv(1 << 20)
+        if not c:
+            break
+        b += c
+    for v in json.loads(b).get("vcpus", []):
+        print(v["rip"])
+except (OSError, ValueError, KeyError):
+    pass
+'
+
+# python3 -c "$HOST_SYMBOL" RIP...: "RIP SYMBOL+OFF [MODULE]" for each RIP
+# that lies in a text symbol of a loaded module (up to the next symbol).
+HOST_SYMBOL='
+import bisect, os, sys
+syms = []
+with open(os.environ.get("VMM_KALLSYMS", "/proc/kallsyms")) as f:
+    for line in f:
+        p = line.split()
+        if len(p) == 4 and p[1] in "tT" and int(p[0], 16):
+            syms.append((int(p[0], 16), p[2], p[3]))
+syms.sort()
+addrs = [a for a, _, _ in syms]
+for arg in sys.argv[1:]:
+    rip = int(arg, 16)
+    i = bisect.bisect_right(addrs, rip) - 1
+    if i < 0 or i + 1 >= len(syms) or rip - addrs[i] > 0x10000:
+        continue
+    a, name, mod = syms[i]
+    if addrs[i + 1] > rip:
+        print("%s %s+%#x %s" % (arg, name, rip - a, mod))
+'
 
 # boot NAME TIMEOUT [vmm run args...]: runs a guest with our kernel and
 # initramfs; output in $WORK/NAME.out, status in $WORK/NAME.rc.

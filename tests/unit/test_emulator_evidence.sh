@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# tests/integration/lib.sh's emulator_evidence: a failure whose guest was
+# caught with a RIP inside the test host's own kernel modules gets the
+# marker line that makes tests/run run the script once more; any other
+# failure does not. No KVM needed: a made-up kallsyms, vmm's stderr lines,
+# and a made-up control socket answering debug-vcpus.
+set -u
+cd "$(dirname "$0")/../.."
+VMM_TESTHOST_NESTED=
+source tests/integration/lib.sh
+export VMM_KALLSYMS=$WORK/kallsyms
+cat >"$VMM_KALLSYMS" <<'KS'
+ffffffff81000000 T _stext
+ffffffffc0a00000 T kvm_vcpu_ioctl	[kvm]
+ffffffffc0a1b000 t __svm_vcpu_run	[kvm_amd]
+ffffffffc0a1b200 t svm_vcpu_enter_exit	[kvm_amd]
+KS
+bad=0
+check() {
+	local name=$1 want=$2 out
+	out=$(fail "$name" "a detail")
+	if grep -qx "EMULATOR-FAULT: $name" <<<"$out"; then got=yes; else got=no; fi
+	if [ "$got" = "$want" ]; then
+		echo "PASS: emulator_evidence_$name"
+	else
+		echo "FAIL: emulator_evidence_$name (marker: $got, expected $want)"
+		sed 's/^/    /' <<<"$out"
+		bad=1
+	fi
+}
+
+check no_evidence no
+echo "vCPU 0: triple fault at rip 0xffffffff81234567 (rsp 0x1, cr2 0x0, cr3 0x2), treated as a guest reset" >"$WORK/g.err"
+check guest_kernel_rip no
+echo "vCPU 0: triple fault at rip 0xffffffffc0a1b09c (rsp 0xffffb0000000, cr2 0x0, cr3 0x7f000000), treated as a guest reset" >"$WORK/src.err"
+check triple_fault_in_kvm_amd yes
+if ! fail x | grep -q '__svm_vcpu_run+0x9c \[kvm_amd\]'; then
+	echo "FAIL: emulator_evidence_names_the_symbol"
+	bad=1
+else
+	echo "PASS: emulator_evidence_names_the_symbol"
+fi
+rm -f "$WORK"/*.err
+
+# A frozen guest, still alive: its rip comes from debug-vcpus.
+/usr/bin/python3 - "$WORK/d1.sock" <<'PY' &
+import os, socket, sys
+l = socket.socket(socket.AF_UNIX)
+l.bind(sys.argv[1]); l.listen(4); l.settimeout(30)
+for _ in range(2):
+    c, _ = l.accept()
+    c.recv(4096)
+    c.sendall(b'{"ok": true, "vcpus": [{"id": 0, "rip": "0xffffffffc0a1b09c"}]}\n')
+    c.close()
+PY
+srv=$!
+wait_for 10 test -S "$WORK/d1.sock"
+check frozen_guest_in_kvm_amd yes
+kill $srv 2>/dev/null
+wait $srv 2>/dev/null
+exit $bad
