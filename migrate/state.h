@@ -75,6 +75,7 @@ enum {
 	STATE_VCPU_DEBUGREGS = 10,
 	STATE_VCPU_TSC_KHZ = 11, /* optional: le32, KVM_GET_TSC_KHZ */
 };
+#define STATE_VCPU_NITEMS 11 /* entries of state_vcpu_items */
 
 /* VM blob tags. */
 enum {
@@ -84,6 +85,7 @@ enum {
 	STATE_VM_IOAPIC = 4,
 	STATE_VM_PIT2 = 5,
 };
+#define STATE_VM_NITEMS 5 /* entries of state_vm_items */
 
 /* What a blob may hold. size: the exact length, or 0 for a variable one
  * (checked by the item's loader). group: 0, or a number shared by items of
@@ -115,10 +117,17 @@ extern const unsigned state_vm_nitems;
 int state_parse_items(const uint8_t *blob, size_t len, const struct state_item_spec *spec,
 		      unsigned nspec, struct state_item *items, char *err, size_t errlen);
 
+/* The item of tag in items (parsed against spec), or NULL if absent. */
+const struct state_item *state_find_item(const struct state_item *items,
+					 const struct state_item_spec *spec, unsigned nspec,
+					 uint16_t tag);
+
 /* The MSR item: le32 count, le32 0, then count × {le32 index, le32 0,
  * le64 value}. Checks the length, the zero fields, the count (at most
  * STATE_MAX_MSRS) and that no index repeats. Pure. 0 or -EBADMSG. */
 #define STATE_MAX_MSRS 1024
+#define STATE_MSR_HDR_SIZE 8
+#define STATE_MSR_ENTRY_SIZE 16
 int state_check_msrs(const uint8_t *data, size_t len, char *err, size_t errlen);
 
 /* ---- KVM ---- */
