@@ -301,14 +301,8 @@ int state_load_vcpu(int vcpu_fd, const uint8_t *blob, size_t len, char *err, siz
 {
 	struct state_item items[STATE_VCPU_NITEMS];
 	void *buf;
-	int rc = state_parse_items(blob, len, state_vcpu_items, state_vcpu_nitems, items, err,
-				   errlen);
+	int rc = state_check_vcpu(blob, len, items, err, errlen);
 
-	if (!rc) {
-		const struct state_item *m = VCPU_ITEM(STATE_VCPU_MSRS);
-
-		rc = state_check_msrs(m->data, m->len, err, errlen);
-	}
 	if (rc)
 		return rc;
 	buf = calloc(1, sizeof(struct kvm_xsave)); /* the largest of the structs */
@@ -321,16 +315,6 @@ int state_load_vcpu(int vcpu_fd, const uint8_t *blob, size_t len, char *err, siz
 
 /* ---- KVM: VM ---- */
 
-static const struct {
-	uint16_t tag;
-	uint32_t chip_id;
-	const char *name;
-} irqchips[] = {
-	{ STATE_VM_PIC_MASTER, KVM_IRQCHIP_PIC_MASTER, "PIC master" },
-	{ STATE_VM_PIC_SLAVE, KVM_IRQCHIP_PIC_SLAVE, "PIC slave" },
-	{ STATE_VM_IOAPIC, KVM_IRQCHIP_IOAPIC, "IOAPIC" },
-};
-
 int state_save_vm(int vm_fd, struct state_writer *w, char *err, size_t errlen)
 {
 	struct kvm_clock_data clock;
@@ -341,14 +325,14 @@ int state_save_vm(int vm_fd, struct state_writer *w, char *err, size_t errlen)
 	memset(&clock, 0, sizeof(clock));
 	rc = save_ioctl_item(vm_fd, KVM_GET_CLOCK, "KVM_GET_CLOCK", w, STATE_VM_CLOCK, &clock,
 			     sizeof(clock), err, errlen);
-	for (unsigned i = 0; !rc && i < sizeof(irqchips) / sizeof(irqchips[0]); i++) {
+	for (unsigned i = 0; !rc && i < STATE_NIRQCHIPS; i++) {
 		memset(&chip, 0, sizeof(chip));
-		chip.chip_id = irqchips[i].chip_id;
+		chip.chip_id = state_irqchips[i].chip_id;
 		if (ioctl(vm_fd, KVM_GET_IRQCHIP, &chip) < 0)
-			return errf(-errno, err, errlen, "KVM_GET_IRQCHIP (%s): %s", irqchips[i].name,
-				    strerror(errno));
-		if (state_put_item(w, irqchips[i].tag, &chip, sizeof(chip)))
-			return errf(w->error, err, errlen, "saving %s: %s", irqchips[i].name,
+			return errf(-errno, err, errlen, "KVM_GET_IRQCHIP (%s): %s",
+				    state_irqchips[i].name, strerror(errno));
+		if (state_put_item(w, state_irqchips[i].tag, &chip, sizeof(chip)))
+			return errf(w->error, err, errlen, "saving %s: %s", state_irqchips[i].name,
 				    strerror(-w->error));
 	}
 	memset(&pit, 0, sizeof(pit));
@@ -366,18 +350,15 @@ int state_load_vm(int vm_fd, const uint8_t *blob, size_t len, char *err, size_t 
 	struct kvm_clock_data clock;
 	struct kvm_irqchip chip;
 	struct kvm_pit_state2 pit;
-	int rc = state_parse_items(blob, len, state_vm_items, state_vm_nitems, items, err, errlen);
+	int rc = state_check_vm(blob, len, items, err, errlen);
 
 	if (rc)
 		return rc;
-	for (unsigned i = 0; i < sizeof(irqchips) / sizeof(irqchips[0]); i++) {
-		memcpy(&chip, VM_ITEM(irqchips[i].tag)->data, sizeof(chip));
-		if (chip.chip_id != irqchips[i].chip_id)
-			return errf(-EBADMSG, err, errlen, "item %s holds chip %u",
-				    irqchips[i].name, chip.chip_id);
+	for (unsigned i = 0; i < STATE_NIRQCHIPS; i++) {
+		memcpy(&chip, VM_ITEM(state_irqchips[i].tag)->data, sizeof(chip));
 		if (ioctl(vm_fd, KVM_SET_IRQCHIP, &chip) < 0)
 			return errf(-errno, err, errlen, "KVM_SET_IRQCHIP (%s): %s",
-				    irqchips[i].name, strerror(errno));
+				    state_irqchips[i].name, strerror(errno));
 	}
 	memcpy(&pit, VM_ITEM(STATE_VM_PIT2)->data, sizeof(pit));
 	if (ioctl(vm_fd, KVM_SET_PIT2, &pit) < 0)

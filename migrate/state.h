@@ -130,6 +130,25 @@ const struct state_item *state_find_item(const struct state_item *items,
 #define STATE_MSR_ENTRY_SIZE 16
 int state_check_msrs(const uint8_t *data, size_t len, char *err, size_t errlen);
 
+/* Every check of a vCPU or VM blob that needs no KVM, so the loaders
+ * below run them all before their first ioctl: the items (as
+ * state_parse_items, into items of STATE_VCPU_NITEMS or STATE_VM_NITEMS
+ * entries); for a vCPU the MSR item and a TSC rate other than 0; for the
+ * VM each irqchip item's chip_id against its tag. Pure. 0 or -EBADMSG. */
+int state_check_vcpu(const uint8_t *blob, size_t len, struct state_item *items, char *err,
+		     size_t errlen);
+int state_check_vm(const uint8_t *blob, size_t len, struct state_item *items, char *err,
+		   size_t errlen);
+
+/* The VM blob's irqchip items and the KVM chip each holds. */
+struct state_irqchip {
+	uint16_t tag;
+	uint32_t chip_id;
+	const char *name;
+};
+#define STATE_NIRQCHIPS 3
+extern const struct state_irqchip state_irqchips[STATE_NIRQCHIPS];
+
 /* ---- KVM ---- */
 
 /* Saves the vCPU (stopped: its thread is out of KVM_RUN, and pending I/O

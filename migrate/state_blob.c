@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <linux/kvm.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -316,4 +317,48 @@ const struct state_item *state_find_item(const struct state_item *items,
 	int i = find_spec(spec, nspec, tag);
 
 	return i >= 0 && items[i].present ? &items[i] : NULL;
+}
+
+int state_check_vcpu(const uint8_t *blob, size_t len, struct state_item *items, char *err,
+		     size_t errlen)
+{
+	const struct state_item *it;
+	int rc = state_parse_items(blob, len, state_vcpu_items, state_vcpu_nitems, items, err,
+				   errlen);
+
+	if (rc)
+		return rc;
+	it = state_find_item(items, state_vcpu_items, state_vcpu_nitems, STATE_VCPU_MSRS);
+	rc = state_check_msrs(it->data, it->len, err, errlen);
+	if (rc)
+		return rc;
+	/* KVM_SET_TSC_KHZ takes 0 as "the host's rate", which would drop
+	 * the source's; the saver writes the item only for a rate KVM gave. */
+	it = state_find_item(items, state_vcpu_items, state_vcpu_nitems, STATE_VCPU_TSC_KHZ);
+	if (it && !get_le32(it->data))
+		return errf(-EBADMSG, err, errlen, "item TSC_KHZ: a rate of 0 kHz");
+	return 0;
+}
+
+const struct state_irqchip state_irqchips[STATE_NIRQCHIPS] = {
+	{ STATE_VM_PIC_MASTER, KVM_IRQCHIP_PIC_MASTER, "PIC master" },
+	{ STATE_VM_PIC_SLAVE, KVM_IRQCHIP_PIC_SLAVE, "PIC slave" },
+	{ STATE_VM_IOAPIC, KVM_IRQCHIP_IOAPIC, "IOAPIC" },
+};
+
+int state_check_vm(const uint8_t *blob, size_t len, struct state_item *items, char *err,
+		   size_t errlen)
+{
+	int rc = state_parse_items(blob, len, state_vm_items, state_vm_nitems, items, err, errlen);
+
+	for (unsigned i = 0; !rc && i < STATE_NIRQCHIPS; i++) {
+		const struct state_item *it = state_find_item(items, state_vm_items, state_vm_nitems,
+							      state_irqchips[i].tag);
+		uint32_t chip = get_le32(it->data + offsetof(struct kvm_irqchip, chip_id));
+
+		if (chip != state_irqchips[i].chip_id)
+			rc = errf(-EBADMSG, err, errlen, "item %s holds chip %u",
+				  state_irqchips[i].name, chip);
+	}
+	return rc;
 }
