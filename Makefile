@@ -116,6 +116,7 @@ FUZZ_LIB_fuzz_virtq := vmm/mem.c virtio/queue.c
 FUZZ_LIB_fuzz_stream := migrate/stream.c migrate/stream_seq.c -lxxhash
 FUZZ_LIB_fuzz_kernel := vmm/mem.c vmm/x86/boot.c vmm/x86/vmlinux.c vmm/x86/e820.c
 FUZZ_LIB_fuzz_blk := vmm/mem.c virtio/queue.c virtio/blk_req.c
+FUZZ_LIB_fuzz_state := migrate/state.c migrate/state_blob.c vmm/util.c vmm/x86/uart.c
 
 .PHONY: fuzz-build
 fuzz-build: $(FUZZ_BINS)
