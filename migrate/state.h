@@ -1,5 +1,5 @@
 /* vCPU and VM state to and from byte blobs, for the migration stream's
- * STATE records (one blob per vCPU, section "cpu", instance = vCPU index;
+ * STATE records (one blob per vCPU, section "vcpu", instance = vCPU index;
  * one for the VM, section "vm"). The format is in docs/migration-state.md:
  * a sequence of items {le16 tag, le16 reserved (0), le32 length, bytes},
  * whose bytes are the x86-64 KVM ABI structs as KVM_GET_* returns them.
@@ -8,8 +8,9 @@
  * (virtio/device.h's save/load hooks): struct state_writer grows, struct
  * state_reader is a bounded cursor that never reads past its end.
  *
- * The item walker (state_parse_items) is pure, so hostile blobs are
- * unit-tested without KVM (tests/unit/test_state_blob.c). */
+ * The item walker and the blob checks (state_blob.c) are pure, so hostile
+ * blobs are unit-tested and fuzzed without KVM (tests/unit/test_state_blob.c,
+ * tests/fuzz/fuzz_state.c). */
 #ifndef MIGRATE_STATE_H
 #define MIGRATE_STATE_H
 
