@@ -122,6 +122,11 @@ FUZZ_LIB_fuzz_virtq := vmm/mem.c virtio/queue.c
 FUZZ_LIB_fuzz_stream := migrate/stream.c migrate/stream_seq.c -lxxhash
 FUZZ_LIB_fuzz_kernel := vmm/mem.c vmm/x86/boot.c vmm/x86/vmlinux.c vmm/x86/e820.c
 FUZZ_LIB_fuzz_blk := vmm/mem.c virtio/queue.c virtio/blk_req.c
+FUZZ_LIB_fuzz_state := migrate/state.c migrate/state_blob.c vmm/util.c vmm/x86/uart.c
+# fuzz_devload and fuzz_mmio list none: they need the devices and most of
+# the library behind them. fuzz_control too, with migrate_start() wrapped
+# so that an accepted migrate request never connects anywhere.
+FUZZ_LIB_fuzz_control := $(LIB_SRCS) $(LIBS) -Wl,--wrap=migrate_start
 
 .PHONY: fuzz-build
 fuzz-build: $(FUZZ_BINS)

@@ -1,5 +1,5 @@
 /* vCPU and VM state to and from byte blobs, for the migration stream's
- * STATE records (one blob per vCPU, section "cpu", instance = vCPU index;
+ * STATE records (one blob per vCPU, section "vcpu", instance = vCPU index;
  * one for the VM, section "vm"). The format is in docs/migration-state.md:
  * a sequence of items {le16 tag, le16 reserved (0), le32 length, bytes},
  * whose bytes are the x86-64 KVM ABI structs as KVM_GET_* returns them.
@@ -8,8 +8,9 @@
  * (virtio/device.h's save/load hooks): struct state_writer grows, struct
  * state_reader is a bounded cursor that never reads past its end.
  *
- * The item walker (state_parse_items) is pure, so hostile blobs are
- * unit-tested without KVM (tests/unit/test_state_blob.c). */
+ * The item walker and the blob checks (state_blob.c) are pure, so hostile
+ * blobs are unit-tested and fuzzed without KVM (tests/unit/test_state_blob.c,
+ * tests/fuzz/fuzz_state.c). */
 #ifndef MIGRATE_STATE_H
 #define MIGRATE_STATE_H
 
@@ -75,6 +76,7 @@ enum {
 	STATE_VCPU_DEBUGREGS = 10,
 	STATE_VCPU_TSC_KHZ = 11, /* optional: le32, KVM_GET_TSC_KHZ */
 };
+#define STATE_VCPU_NITEMS 11 /* entries of state_vcpu_items */
 
 /* VM blob tags. */
 enum {
@@ -84,6 +86,7 @@ enum {
 	STATE_VM_IOAPIC = 4,
 	STATE_VM_PIT2 = 5,
 };
+#define STATE_VM_NITEMS 5 /* entries of state_vm_items */
 
 /* What a blob may hold. size: the exact length, or 0 for a variable one
  * (checked by the item's loader). group: 0, or a number shared by items of
@@ -115,11 +118,37 @@ extern const unsigned state_vm_nitems;
 int state_parse_items(const uint8_t *blob, size_t len, const struct state_item_spec *spec,
 		      unsigned nspec, struct state_item *items, char *err, size_t errlen);
 
+/* The item of tag in items (parsed against spec), or NULL if absent. */
+const struct state_item *state_find_item(const struct state_item *items,
+					 const struct state_item_spec *spec, unsigned nspec,
+					 uint16_t tag);
+
 /* The MSR item: le32 count, le32 0, then count × {le32 index, le32 0,
  * le64 value}. Checks the length, the zero fields, the count (at most
  * STATE_MAX_MSRS) and that no index repeats. Pure. 0 or -EBADMSG. */
 #define STATE_MAX_MSRS 1024
+#define STATE_MSR_HDR_SIZE 8
+#define STATE_MSR_ENTRY_SIZE 16
 int state_check_msrs(const uint8_t *data, size_t len, char *err, size_t errlen);
+
+/* Every check of a vCPU or VM blob that needs no KVM, so the loaders
+ * below run them all before their first ioctl: the items (as
+ * state_parse_items, into items of STATE_VCPU_NITEMS or STATE_VM_NITEMS
+ * entries); for a vCPU the MSR item and a TSC rate other than 0; for the
+ * VM each irqchip item's chip_id against its tag. Pure. 0 or -EBADMSG. */
+int state_check_vcpu(const uint8_t *blob, size_t len, struct state_item *items, char *err,
+		     size_t errlen);
+int state_check_vm(const uint8_t *blob, size_t len, struct state_item *items, char *err,
+		   size_t errlen);
+
+/* The VM blob's irqchip items and the KVM chip each holds. */
+struct state_irqchip {
+	uint16_t tag;
+	uint32_t chip_id;
+	const char *name;
+};
+#define STATE_NIRQCHIPS 3
+extern const struct state_irqchip state_irqchips[STATE_NIRQCHIPS];
 
 /* ---- KVM ---- */
 

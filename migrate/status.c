@@ -36,7 +36,8 @@ int migrate_options_from_json(json_t *req, struct migrate_options *opt, char *er
 {
 	json_t *uri = json_object_get(req, "uri"), *skip = json_object_get(req, "skip_free");
 	json_t *drop = json_object_get(req, "drop_guest_cache");
-	const char *compress = json_string_value(json_object_get(req, "compress"));
+	json_t *compress_v = json_object_get(req, "compress");
+	const char *compress = json_string_value(compress_v);
 	json_t *dirty_log = json_object_get(req, "dirty_log"), *fault = json_object_get(req, "fault");
 	enum dirty_mode mode = DIRTY_MODE_AUTO;
 
@@ -79,14 +80,16 @@ int migrate_options_from_json(json_t *req, struct migrate_options *opt, char *er
 	}
 	if (fault)
 		strcpy(opt->fault, json_string_value(fault));
+	/* A value that is not a string is refused, not taken as absent. */
+	if (compress_v && (!compress || (strcmp(compress, "auto") && strcmp(compress, "zstd") &&
+					 strcmp(compress, "none")))) {
+		snprintf(err, errlen, "\"compress\" must be auto, zstd or none");
+		return -EINVAL;
+	}
 	if (compress && !strcmp(compress, "zstd"))
 		opt->compress = COMPRESS_ZSTD;
 	else if (compress && !strcmp(compress, "none"))
 		opt->compress = COMPRESS_NONE;
-	else if (compress && strcmp(compress, "auto")) {
-		snprintf(err, errlen, "\"compress\" must be auto, zstd or none");
-		return -EINVAL;
-	}
 	return 0;
 }
 

@@ -337,19 +337,24 @@ static int balloon_save(struct virtio_dev *dev, struct state_writer *w)
 static int balloon_load(struct virtio_dev *dev, struct state_reader *r)
 {
 	struct balloon *b = to_balloon(dev);
-	uint64_t words, want = (guest_mem_pages(&dev->vm->mem) + 63) / 64;
+	uint64_t pages = guest_mem_pages(&dev->vm->mem), words, want = (pages + 63) / 64;
 	uint16_t held, head;
 
+	/* Only what the device can hold: a target balloon_set_size() took,
+	 * a next command id past STOP and DONE, a flag for the held buffer,
+	 * no page past the end of RAM marked. */
 	if (state_get_le32(r, &b->num_pages) || state_get_le32(r, &b->actual) ||
 	    state_get_le32(r, &b->hint_cmd_id) || state_get_le32(r, &b->poison_val) ||
 	    state_get_le32(r, &b->hint_next_id) || state_get_le16(r, &held) ||
-	    state_get_le16(r, &head) || state_get_le64(r, &words) || words != want)
+	    state_get_le16(r, &head) || state_get_le64(r, &words) || words != want ||
+	    b->hint_next_id < 2 || held > 1 ||
+	    b->num_pages > dev->vm->mem.size >> VIRTIO_BALLOON_PFN_SHIFT)
 		return -EINVAL;
 	for (uint64_t i = 0; i < words; i++)
 		if (state_get_le64(r, &b->discarded[i]))
 			return -EINVAL;
-	if (b->hint_next_id < 2)
-		b->hint_next_id = 2;
+	if (pages % 64 && b->discarded[words - 1] >> (pages % 64))
+		return -EINVAL; /* pages past the end of RAM */
 	b->hint_state = HINT_IDLE;
 	b->drop_cache = 0; /* only set within a round, and rounds end before a save */
 	b->stats_held = held;

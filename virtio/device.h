@@ -122,7 +122,10 @@ int virtio_pause(struct virtio_dev *dev);
 int virtio_resume(struct virtio_dev *dev);
 /* The transport's state and the queues, then the device's own (ops->save).
  * The device must be paused. load: 0 or -EINVAL for a blob that does not
- * fit this device (wrong queue count, sizes, addresses outside RAM). */
+ * fit this device (wrong queue count, sizes, addresses outside RAM) or
+ * holds a state the device could not be in (unknown flag or interrupt
+ * bits, FEATURES_OK without VERSION_1, a used index ahead of the chains
+ * taken); tests/fuzz/fuzz_devload.c holds it to that. */
 int virtio_save(struct virtio_dev *dev, struct state_writer *w);
 int virtio_load(struct virtio_dev *dev, struct state_reader *r);
 

@@ -528,7 +528,16 @@ static int load_queues(struct virtio_dev *dev, struct state_reader *r)
 		if (state_get_le16(r, &vq->size) || state_get_le16(r, &flags) ||
 		    state_get_le64(r, &vq->desc_gpa) || state_get_le64(r, &vq->avail_gpa) ||
 		    state_get_le64(r, &vq->used_gpa) || state_get_le16(r, &vq->last_avail) ||
-		    state_get_le16(r, &vq->used_idx) || vq->size > dev->queue_max)
+		    state_get_le16(r, &vq->used_idx) || vq->size > dev->queue_max ||
+		    (flags & ~3u)) /* ready, broken */
+			return -EINVAL;
+		/* Chains taken and not yet returned: never negative, as each
+		 * used entry answers a chain taken. A used index ahead would
+		 * have the device return chains it never took, and with the
+		 * used index on top of the available one (the driver may place
+		 * the rings so) each return would make one more chain
+		 * available: the device would loop for ever. */
+		if ((uint16_t)(vq->last_avail - vq->used_idx) > dev->queue_max)
 			return -EINVAL;
 		vq->ready = flags & 1;
 		vq->broken = flags & 2;
@@ -544,11 +553,17 @@ int virtio_load(struct virtio_dev *dev, struct state_reader *r)
 	int rc = -EINVAL;
 
 	pthread_mutex_lock(&dev->lock);
+	/* Only what the transport can reach: the interrupt bits it raises,
+	 * features it offered, FEATURES_OK only with VERSION_1 (write_status). */
 	if (!state_get_le32(r, &dev->status) && !state_get_le32(r, &dev->device_features_sel) &&
 	    !state_get_le32(r, &dev->driver_features_sel) &&
 	    !state_get_le64(r, &dev->driver_features) && !state_get_le32(r, &dev->queue_sel) &&
 	    !state_get_le32(r, &dev->config_generation) && !state_get_le32(r, &istatus) &&
-	    !(dev->driver_features & ~offered_features(dev)) && !load_queues(dev, r)) {
+	    !(istatus & ~(uint32_t)(VIRTIO_INT_USED | VIRTIO_INT_CONFIG)) &&
+	    !(dev->driver_features & ~offered_features(dev)) &&
+	    (!(dev->status & VIRTIO_STATUS_FEATURES_OK) ||
+	     virtio_has_feature(dev, VIRTIO_F_VERSION_1)) &&
+	    !load_queues(dev, r)) {
 		atomic_store(&dev->interrupt_status, istatus);
 		rc = dev->ops->load ? dev->ops->load(dev, r) : 0;
 		if (!rc && state_reader_left(r))

@@ -1,6 +1,7 @@
 /* Options that arrive from outside and are not argv-only: --balloon's
  * sub-options, --incoming, and the "migrate" control request. */
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "migrate/dirty.h"
@@ -119,11 +120,33 @@ static void test_migrate_request(void)
 	CHECK_EQ(opts_from("{\"uri\":\"tcp:h:1\",\"connections\":\"2\"}", &o, err, sizeof(err)), -EINVAL);
 }
 
+/* "compress" that is not a string was taken as absent (auto), where every
+ * other option of the wrong type is refused. Found by fuzz_control. */
+static void test_migrate_compress_type(void)
+{
+	static const char *const bad[] = { "true", "1", "null", "[\"zstd\"]", "{}" };
+	struct migrate_options o;
+	char req[128], err[256] = "";
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(req, sizeof(req), "{\"uri\":\"tcp:h:1\",\"compress\":%s}", bad[i]);
+		if (opts_from(req, &o, err, sizeof(err)) != -EINVAL)
+			unit_fail(__FILE__, __LINE__, "%s accepted", req);
+		else
+			CHECK_CONTAINS(err, "compress");
+	}
+	CHECK_EQ(opts_from("{\"uri\":\"tcp:h:1\",\"compress\":\"zstd\"}", &o, err, sizeof(err)), 0);
+	CHECK_EQ(o.compress, COMPRESS_ZSTD);
+	CHECK_EQ(opts_from("{\"uri\":\"tcp:h:1\",\"compress\":\"auto\"}", &o, err, sizeof(err)), 0);
+	CHECK_EQ(o.compress, COMPRESS_AUTO);
+}
+
 int main(int argc, char **argv)
 {
 	unit_init(argc, argv);
 	RUN(test_balloon_options);
 	RUN(test_run_balloon_and_incoming);
 	RUN(test_migrate_request);
+	RUN(test_migrate_compress_type);
 	return unit_done();
 }

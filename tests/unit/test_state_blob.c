@@ -3,6 +3,7 @@
  * state_writer/state_reader byte buffers. No KVM: the KVM side is in
  * tests/kvm/test_migrate_state.c. */
 #include <errno.h>
+#include <linux/kvm.h>
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -269,9 +270,10 @@ static void test_vm_spec(void)
 		item(bl, state_vm_items[i].tag, 0, state_vm_items[i].size, 0);
 	CHECK_EQ(state_parse_items(bl->b, bl->len, state_vm_items, state_vm_nitems, items, err,
 				   sizeof(err)), 0);
-	/* Every item's chip_id is 0 here: the slave PIC's is wrong. */
-	CHECK_EQ(state_load_vm(-1, bl->b, bl->len, err, sizeof(err)), -EBADF);
-	CHECK_CONTAINS(err, "KVM_SET_IRQCHIP (PIC master)");
+	/* Every item's chip_id is 0 here: the slave PIC's is wrong, which
+	 * is found before any ioctl. */
+	CHECK_EQ(state_load_vm(-1, bl->b, bl->len, err, sizeof(err)), -EBADMSG);
+	CHECK_STREQ(err, "item PIC slave holds chip 0");
 	bl->len = 0;
 	for (unsigned i = 1; i < state_vm_nitems; i++)
 		item(bl, state_vm_items[i].tag, 0, state_vm_items[i].size, 0);
@@ -330,6 +332,80 @@ static void test_msrs(void)
 	/* A count whose length would overflow 32 bits is just too many. */
 	bl->b[0] = bl->b[1] = bl->b[2] = bl->b[3] = 0xff;
 	CHECK_EQ(state_check_msrs(bl->b, bl->len, err, sizeof(err)), -EBADMSG);
+	free(bl);
+}
+
+/* A VM blob whose irqchip items hold chip ids master, slave, ioapic. */
+static void vm_blob(struct blob *bl, uint32_t master, uint32_t slave, uint32_t ioapic)
+{
+	const uint32_t chip[] = { [STATE_VM_PIC_MASTER] = master, [STATE_VM_PIC_SLAVE] = slave,
+				  [STATE_VM_IOAPIC] = ioapic };
+
+	bl->len = 0;
+	for (unsigned i = 0; i < state_vm_nitems; i++) {
+		const struct state_item_spec *s = &state_vm_items[i];
+
+		if (s->tag < STATE_VM_PIC_MASTER || s->tag > STATE_VM_IOAPIC) {
+			item(bl, s->tag, 0, s->size, 0);
+			continue;
+		}
+		put_le16(bl, s->tag);
+		put_le16(bl, 0);
+		put_le32(bl, s->size);
+		put_le32(bl, chip[s->tag]);
+		for (uint32_t j = 4; j < s->size; j++)
+			put(bl, "", 1);
+	}
+}
+
+/* Every check runs before the first ioctl (docs/migration-state.md: nothing
+ * is written to KVM until the whole blob has passed), the irqchips' chip
+ * ids included: with fd -1, a good blob fails at its first ioctl (-EBADF),
+ * a bad one with -EBADMSG before it. */
+static void test_vm_checked_before_kvm(void)
+{
+	struct blob *bl = calloc(1, sizeof(*bl));
+	char err[256];
+
+	REQUIRE(bl);
+	vm_blob(bl, KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE, KVM_IRQCHIP_IOAPIC);
+	CHECK_EQ(state_load_vm(-1, bl->b, bl->len, err, sizeof(err)), -EBADF);
+	vm_blob(bl, KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE, KVM_IRQCHIP_PIC_MASTER);
+	CHECK_EQ(state_load_vm(-1, bl->b, bl->len, err, sizeof(err)), -EBADMSG);
+	CHECK_STREQ(err, "item IOAPIC holds chip 0");
+	vm_blob(bl, KVM_IRQCHIP_PIC_SLAVE, KVM_IRQCHIP_PIC_SLAVE, KVM_IRQCHIP_IOAPIC);
+	CHECK_EQ(state_load_vm(-1, bl->b, bl->len, err, sizeof(err)), -EBADMSG);
+	CHECK_STREQ(err, "item PIC master holds chip 1");
+	free(bl);
+}
+
+/* Sets the TSC_KHZ item of a blob from vcpu_blob() to khz. */
+static void set_tsc_khz(struct blob *bl, uint32_t khz)
+{
+	for (size_t off = 0; off + 8 <= bl->len;) {
+		uint32_t len = (uint32_t)bl->b[off + 4] | (uint32_t)bl->b[off + 5] << 8;
+
+		if (bl->b[off] == STATE_VCPU_TSC_KHZ)
+			for (unsigned i = 0; i < 4; i++)
+				bl->b[off + 8 + i] = (uint8_t)(khz >> (8 * i));
+		off += 8 + len;
+	}
+}
+
+/* The saver writes TSC_KHZ only for a rate KVM reported, and KVM takes a
+ * rate of 0 as "the host's": the source's rate would not be kept. */
+static void test_vcpu_tsc_khz_zero(void)
+{
+	struct blob *bl = calloc(1, sizeof(*bl));
+	char err[256];
+
+	REQUIRE(bl);
+	vcpu_blob(bl, STATE_VCPU_FPU, 0);
+	set_tsc_khz(bl, 2500000);
+	CHECK_EQ(state_load_vcpu(-1, bl->b, bl->len, err, sizeof(err)), -EBADF);
+	set_tsc_khz(bl, 0);
+	CHECK_EQ(state_load_vcpu(-1, bl->b, bl->len, err, sizeof(err)), -EBADMSG);
+	CHECK_STREQ(err, "item TSC_KHZ: a rate of 0 kHz");
 	free(bl);
 }
 
@@ -396,6 +472,8 @@ int main(int argc, char **argv)
 	RUN(test_vcpu_spec);
 	RUN(test_vm_spec);
 	RUN(test_msrs);
+	RUN(test_vm_checked_before_kvm);
+	RUN(test_vcpu_tsc_khz_zero);
 	RUN(test_writer_reader);
 	return unit_done();
 }

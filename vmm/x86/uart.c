@@ -186,27 +186,34 @@ void uart_save(struct uart *u, struct state_writer *w)
 	pthread_mutex_unlock(&u->lock);
 }
 
+/* Refuses what the model never holds (reserved bits of IER, MCR and FCR,
+ * flags other than 0 or 1): uart_save() writes none of it. Nothing changes
+ * unless the whole section is good, and the FIFO is copied under the lock
+ * (the console thread may be queueing input meanwhile). The IRQ line
+ * follows the loaded registers, lowered as well as raised. */
 int uart_load(struct uart *u, struct state_reader *r)
 {
-	uint8_t regs[9];
+	uint8_t regs[9], rx[UART_RX_FIFO];
 	uint16_t n;
 
 	if (state_get_bytes(r, regs, sizeof(regs)) || state_get_le16(r, &n) || n > UART_RX_FIFO ||
-	    state_get_bytes(r, u->rx, n) || state_reader_left(r))
+	    state_get_bytes(r, rx, n) || state_reader_left(r))
+		return -EINVAL;
+	if ((regs[0] & ~0x0f) || (regs[2] & ~0x1f) || (regs[6] & ~(FCR_FIFO_ENABLE | 0xc0)) ||
+	    regs[7] > 1 || regs[8] > 1)
 		return -EINVAL;
 	pthread_mutex_lock(&u->lock);
-	u->ier = regs[0] & 0x0f;
+	u->ier = regs[0];
 	u->lcr = regs[1];
-	u->mcr = regs[2] & 0x1f;
+	u->mcr = regs[2];
 	u->scr = regs[3];
 	u->dll = regs[4];
 	u->dlm = regs[5];
 	u->fcr = regs[6];
-	u->thr_int_pending = regs[7] != 0;
-	u->irq_level = 0;
+	u->thr_int_pending = regs[7];
+	memcpy(u->rx, rx, n);
 	u->rx_head = 0;
 	u->rx_count = n;
-	/* Re-raise the line if the saved state had it up. */
 	update_irq(u);
 	pthread_mutex_unlock(&u->lock);
 	return 0;
