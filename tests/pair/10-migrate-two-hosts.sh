@@ -38,8 +38,12 @@ bad() { con "$1" | grep -E 'memcheck: FAIL|disklog: FAIL' | head -3; }
 
 img=$W/disk.img
 /sbin/mke2fs -q -t ext4 -F "$img" 64M >/dev/null 2>&1 || { fail pair_setup "mke2fs failed"; exit 1; }
-ARGS="--mem 160M --balloon free-page-hint,free-page-reporting --disk $img,id=shared"
-GUEST="mkdir -p /mnt; mount /dev/vda /mnt || echo mount-failed; memcheck 32 250 & while true; do disklog write /mnt/log 30 10 | tail -1; done"
+# A second, read-only disk is the guest's mailbox: once it reads STOP
+# there, it stops writing and unmounts, so the image can be checked.
+mailbox=$W/mailbox.img
+truncate -s 1M "$mailbox"
+ARGS="--mem 160M --balloon free-page-hint,free-page-reporting --disk $img,id=shared --disk $mailbox,ro,id=mailbox"
+GUEST="mkdir -p /mnt; mount /dev/vda /mnt || echo mount-failed; memcheck 32 250 & until echo 3 >/proc/sys/vm/drop_caches; head -c 4 /dev/vdb | grep -q STOP; do disklog write /mnt/log 30 10 | tail -1; done; umount /mnt && echo umounted; while true; do sleep 1; done"
 CMDLINE="console=ttyS0 reboot=k panic=1 pci=off quiet vmm.job=sh vmm.arg=\"$GUEST\""
 
 # start_src HOST NAME: the first guest, booted on HOST.
@@ -88,6 +92,13 @@ hop() {
 hop pair_migrate_1_to_2_one_connection 1 2 g0 g1 1 47101 &&
 	hop pair_migrate_2_to_1_four_connections 2 1 g1 g2 4 47102
 rc=$?
+if [ $rc -eq 0 ]; then
+	printf STOP | dd of="$mailbox" conv=notrunc status=none
+	if ! wait_for $((30 * SLOW)) grep -q '^umounted' "$W/g2.out"; then
+		fail pair_disk_image_intact "the guest did not unmount its disk" "$(con g2 | tail -5)"
+		rc=1
+	fi
+fi
 on 1 pkill -f "$VMM run" >/dev/null 2>&1
 on 2 pkill -f "$VMM run" >/dev/null 2>&1
 sleep 2
@@ -97,5 +108,6 @@ if /sbin/e2fsck -fn "$img" >"$W/fsck.out" 2>&1; then
 	pass pair_disk_image_intact
 else
 	fail pair_disk_image_intact "$(tail -5 "$W/fsck.out")"
+	exit 1
 fi
 rm -rf "$W"
