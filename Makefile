@@ -117,7 +117,7 @@ FUZZ_CC     ?= clang
 FUZZ_CFLAGS ?= -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
 FUZZ_CFLAGS += -std=gnu11 -D_GNU_SOURCE -I. -Wall -Wextra
 FUZZ_BINS   := $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/fuzz/%)
-FUZZ_HDRS   := $(wildcard vmm/*.h vmm/x86/*.h virtio/*.h migrate/*.h)
+FUZZ_HDRS   := $(wildcard vmm/*.h vmm/x86/*.h virtio/*.h migrate/*.h tests/fuzz/*.h)
 FUZZ_LIB_fuzz_virtq := vmm/mem.c virtio/queue.c
 FUZZ_LIB_fuzz_stream := migrate/stream.c migrate/stream_seq.c -lxxhash
 FUZZ_LIB_fuzz_kernel := vmm/mem.c vmm/x86/boot.c vmm/x86/vmlinux.c vmm/x86/e820.c

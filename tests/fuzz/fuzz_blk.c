@@ -25,13 +25,12 @@
 #include "virtio/blk_req.h"
 #include "virtio/queue.h"
 #include "vmm/mem.h"
+#include "tests/fuzz/fuzz.h"
 
 #define HDR_SIZE  21
 #define MAX_BUFS  16
 #define MAX_IOV   8
 #define MAX_POPS  32
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static uint16_t rd16(const uint8_t *p)
 {

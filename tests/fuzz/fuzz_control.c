@@ -27,18 +27,12 @@
 #include "virtio/mmio.h"
 #include "vmm/control.h"
 #include "vmm/vm.h"
+#include "tests/fuzz/fuzz.h"
 
 #define MAX_LINES 8
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int __wrap_migrate_start(struct vm *vm, const struct migrate_options *opt, char *err,
 			 size_t errlen);
-
-#define ENSURE(cond)                                                                       \
-	do {                                                                               \
-		if (!(cond))                                                               \
-			__builtin_trap();                                                  \
-	} while (0)
 
 static struct vm vm;
 static struct balloon balloon;

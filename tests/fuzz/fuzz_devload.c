@@ -36,16 +36,9 @@
 #include "virtio/balloon.h"
 #include "virtio/blk.h"
 #include "vmm/vm.h"
+#include "tests/fuzz/fuzz.h"
 
 #define RAM_PAGES 200
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define ENSURE(cond)                                                                       \
-	do {                                                                               \
-		if (!(cond))                                                               \
-			__builtin_trap();                                                  \
-	} while (0)
 
 static struct vm *fake_vm(void)
 {

@@ -22,10 +22,9 @@
 #include "vmm/util.h"
 #include "vmm/vcpu.h"
 #include "vmm/vm.h"
+#include "tests/fuzz/fuzz.h"
 
 #define RAM (1u << 20)
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static void no_irq(void *opaque, int level)
 {

@@ -13,10 +13,9 @@
 
 #include "vmm/mem.h"
 #include "vmm/x86/boot.h"
+#include "tests/fuzz/fuzz.h"
 
 #define GUEST_RAM (64ULL << 20)
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

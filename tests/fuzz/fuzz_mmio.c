@@ -32,18 +32,11 @@
 #include "virtio/balloon.h"
 #include "virtio/mmio.h"
 #include "vmm/vm.h"
+#include "tests/fuzz/fuzz.h"
 
 #define RAM_PAGES 16
 #define MAX_OPS   64
 #define OP_SIZE   7
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define ENSURE(cond)                                                                       \
-	do {                                                                               \
-		if (!(cond))                                                               \
-			__builtin_trap();                                                  \
-	} while (0)
 
 static struct vm vm;
 static int kick_fd[VIRTIO_MAX_QUEUES], irq_fd, wake_fd;

@@ -28,16 +28,9 @@
 
 #include "migrate/state.h"
 #include "vmm/x86/uart.h"
+#include "tests/fuzz/fuzz.h"
 
 #define UART_REGS 9 /* the register bytes ahead of the FIFO in uart_save() */
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define ENSURE(cond)                                                                       \
-	do {                                                                               \
-		if (!(cond))                                                               \
-			__builtin_trap();                                                  \
-	} while (0)
 
 static uint32_t rd32(const uint8_t *p)
 {

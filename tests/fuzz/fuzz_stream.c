@@ -27,16 +27,9 @@
 #include <xxhash.h>
 
 #include "migrate/stream.h"
+#include "tests/fuzz/fuzz.h"
 
 #define MAX_RECORDS 4096
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define ENSURE(cond)                                                                       \
-	do {                                                                               \
-		if (!(cond))                                                               \
-			__builtin_trap();                                                  \
-	} while (0)
 
 /* A C string copy of a decoded (length-counted) string. */
 static char *cstr(const char *s, size_t len)

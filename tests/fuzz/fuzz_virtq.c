@@ -22,12 +22,11 @@
 
 #include "virtio/queue.h"
 #include "vmm/mem.h"
+#include "tests/fuzz/fuzz.h"
 
 #define HDR_SIZE  20
 #define MAX_BUFS  16
 #define MAX_POPS  64
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static uint16_t rd16(const uint8_t *p)
 {
