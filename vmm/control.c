@@ -17,9 +17,59 @@
 #include "control_cmds.h"
 #include "util.h"
 
+/* Length of the UTF-8 sequence at s if it is one jansson accepts (no
+ * overlong forms, surrogates or code points above U+10FFFF), else 0. The
+ * NUL terminator is no continuation byte, so it stops a sequence. */
+static size_t utf8_len(const unsigned char *s)
+{
+	uint32_t c;
+	size_t n;
+
+	if (s[0] < 0x80)
+		return 1;
+	if (s[0] >= 0xc2 && s[0] <= 0xdf) {
+		n = 2;
+		c = s[0] & 0x1f;
+	} else if ((s[0] & 0xf0) == 0xe0) {
+		n = 3;
+		c = s[0] & 0x0f;
+	} else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
+		n = 4;
+		c = s[0] & 0x07;
+	} else {
+		return 0;
+	}
+	for (size_t i = 1; i < n; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		c = c << 6 | (s[i] & 0x3f);
+	}
+	if ((n == 3 && c < 0x800) || (n == 4 && (c < 0x10000 || c > 0x10ffff)) ||
+	    (c >= 0xd800 && c <= 0xdfff))
+		return 0;
+	return n;
+}
+
+/* Error messages quote the client's bytes (jansson's "invalid escape near
+ * '...'", "unknown command '%.64s'" cut inside a character), and json_pack
+ * refuses a string that is not valid UTF-8: the reply would be NULL, which
+ * the caller takes for a deferred command whose hooks were never set. So
+ * each byte that starts no valid sequence becomes '?'. The messages come
+ * from err buffers of 256 bytes, which is all that is kept. */
 static json_t *error_reply(const char *msg)
 {
-	return json_pack("{s:b, s:s}", "ok", 0, "error", msg);
+	char clean[256];
+	size_t n;
+
+	snprintf(clean, sizeof(clean), "%s", msg);
+	for (unsigned char *p = (unsigned char *)clean; *p; p += n) {
+		n = utf8_len(p);
+		if (!n) {
+			*p = '?';
+			n = 1;
+		}
+	}
+	return json_pack("{s:b, s:s}", "ok", 0, "error", clean);
 }
 
 json_t *control_handle_line(struct vm *vm, const char *line, size_t len,

@@ -73,6 +73,34 @@ static void test_unknown_command(void)
 	EXPECT_ERROR("{\"cmd\":\"status \"}", "unknown");
 }
 
+/* Error messages that quote the client's bytes: a reply whose text is not
+ * valid UTF-8 cannot be built, and a NULL reply reads as a deferred
+ * command (found by fuzz_control). Invalid bytes become '?'; valid
+ * characters stay. */
+static void test_error_not_utf8(void)
+{
+	/* 63 letters, then "é" (0xc3 0xa9): "%.64s" keeps only its first byte. */
+	static const char cut[] = "{\"cmd\":\"" "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+				  "\xc3\xa9\"}";
+	json_t *reply;
+
+	memset(&vm, 0, sizeof(vm));
+	/* jansson's message quotes the bytes up to the bad escape. */
+	EXPECT_ERROR("{\"cmd\":\"paus\\\xdd\x82\"}", "malformed");
+	/* Bytes jansson cannot decode at all: its message names them in hex. */
+	EXPECT_ERROR("{\"cmd\":\"x\\\xff\"}", "malformed");
+	EXPECT_ERROR("{\"cmd\":\"x\\\xed\xa0\x80\"}", "malformed"); /* a surrogate */
+	EXPECT_ERROR(cut, "unknown command 'aaaa");
+	reply = handle(cut);
+	REQUIRE(reply);
+	CHECK_CONTAINS(json_string_value(json_object_get(reply, "error")), "aaa?'");
+	json_decref(reply);
+	reply = handle("{\"cmd\":\"h\xc3\xa9\"}");
+	REQUIRE(reply);
+	CHECK_STREQ(json_string_value(json_object_get(reply, "error")), "unknown command 'h\xc3\xa9'");
+	json_decref(reply);
+}
+
 static void test_status(void)
 {
 	static const char req[] = "{\"cmd\":\"status\"}trailing bytes";
@@ -113,6 +141,7 @@ int main(int argc, char **argv)
 	RUN(test_malformed);
 	RUN(test_bad_requests);
 	RUN(test_unknown_command);
+	RUN(test_error_not_utf8);
 	RUN(test_status);
 	return unit_done();
 }
