@@ -133,13 +133,17 @@ static void report_fatal_exit(struct vcpu *vcpu)
 
 /* A triple fault: how x86 Linux ends a reboot when nothing else worked,
  * but also how a guest dies early. Which vCPU and where it was tell the
- * two apart (and an emulator's fault, docs/testhost.md). */
+ * two apart (and an emulator's fault, docs/testhost.md). On AMD, KVM
+ * INITs the vCPU before it reports the shutdown (the VMCB is undefined
+ * after one), so there is no "where" to report: a vCPU found in the INIT
+ * state (RIP 0xfff0, CR0 0x60000010) gets the plain message. */
 static void report_triple_fault(struct vcpu *vcpu)
 {
 	struct kvm_regs regs;
 	struct kvm_sregs sregs;
 
-	if (ioctl(vcpu->fd, KVM_GET_REGS, &regs) == 0 && ioctl(vcpu->fd, KVM_GET_SREGS, &sregs) == 0)
+	if (ioctl(vcpu->fd, KVM_GET_REGS, &regs) == 0 && ioctl(vcpu->fd, KVM_GET_SREGS, &sregs) == 0 &&
+	    !(regs.rip == 0xfff0 && sregs.cr0 == 0x60000010))
 		log_err("vCPU %u: triple fault at rip 0x%llx (rsp 0x%llx, cr2 0x%llx, cr3 0x%llx),"
 			" treated as a guest reset", vcpu->id, (unsigned long long)regs.rip,
 			(unsigned long long)regs.rsp, (unsigned long long)sregs.cr2,
