@@ -143,7 +143,17 @@ static int follow(const char *path, bool json)
 		struct timespec ts = { .tv_nsec = 200000000L };
 
 		json_decref(st);
-		if (status(path, &st, err, sizeof(err))) {
+		int rc = status(path, &st, err, sizeof(err));
+
+		if (rc == -ENOENT || rc == -ECONNREFUSED) {
+			/* The source vmm ended before the migration did (it removes
+			 * its socket only when it exits): its guest powered off,
+			 * reset or triple-faulted, or it was killed. */
+			log_err("migrate: the source vmm exited before the migration ended"
+				" (its stderr says why): %s", err);
+			return 1;
+		}
+		if (rc) {
 			log_err("migrate: lost the source's control socket: %s", err);
 			return 1;
 		}

@@ -105,6 +105,8 @@ fault() {
 	lost)
 		never_ran "$to" $dst_pid || why="the destination ran the guest or did not end"
 		gone "$src_pid" || why="${why:-the source is still there}"
+		grep -q "the source vmm exited before the migration ended" "$WORK/$test.migrate" ||
+			why="${why:-vmm migrate did not say that the source exited}"
 		;;
 	dest)
 		runs "$to" || why="the guest does not run intact at the destination"
