@@ -10,6 +10,7 @@
 set -u
 cd "$(dirname "$0")/../.."
 [ -n "${VMM_PAIR_DIR:-}" ] || { echo "FAIL: pair_setup (run under scripts/testhost-pair)"; exit 1; }
+source tests/integration/lib.sh # pass, fail, wait_for
 SLOW=24 # two test hosts share this machine's CPUs
 VMM=$PWD/build/vmm
 KERNEL=$PWD/build/guest/bzImage
@@ -17,21 +18,6 @@ INITRD=$PWD/build/guest/initramfs.cpio.gz
 W=$VMM_PAIR_SHARED/work-$$
 mkdir -p "$W"
 on() { scripts/testhost-pair exec "$@"; }
-pass() { echo "PASS: $1"; }
-fail() {
-	echo "FAIL: $1"
-	shift
-	for line in "$@"; do echo "    $line"; done
-}
-wait_for() {
-	local deadline=$((SECONDS + $1))
-	shift
-	while [ $SECONDS -lt $deadline ]; do
-		"$@" && return 0
-		sleep 1
-	done
-	return 1
-}
 con() { tr -d '\r' <"$W/$1.out" 2>/dev/null; }
 count() { con "$1" | grep -c -- "$2"; }
 bad() { con "$1" | grep -E 'memcheck: FAIL|disklog: FAIL' | head -3; }
