@@ -143,8 +143,17 @@ static int follow(const char *path, bool json)
 		struct timespec ts = { .tv_nsec = 200000000L };
 
 		json_decref(st);
+		st = NULL;
 		int rc = status(path, &st, err, sizeof(err));
 
+		if (rc) {
+			/* The source may have died with this request in flight: a
+			 * second try tells a vmm that is gone from a slow one. */
+			struct timespec again = { .tv_nsec = 200000000L };
+
+			nanosleep(&again, NULL);
+			rc = status(path, &st, err, sizeof(err));
+		}
 		if (rc == -ENOENT || rc == -ECONNREFUSED) {
 			/* The source vmm ended before the migration did (it removes
 			 * its socket only when it exits): its guest powered off,
