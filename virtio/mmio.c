@@ -77,6 +77,15 @@ static void kick_ready_queues(struct virtio_dev *dev)
 			(void)!write(dev->kick_fd[q], &one, sizeof(one));
 }
 
+/* Whether FEATURES_OK may stand: the driver took a subset of what was
+ * offered, VERSION_1 among it (write_status, and virtio_load for a state
+ * that says FEATURES_OK). */
+static bool features_acceptable(struct virtio_dev *dev)
+{
+	return !(dev->driver_features & ~offered_features(dev)) &&
+	       virtio_has_feature(dev, VIRTIO_F_VERSION_1);
+}
+
 static void write_status(struct virtio_dev *dev, uint32_t v)
 {
 	const char *why;
@@ -85,10 +94,8 @@ static void write_status(struct virtio_dev *dev, uint32_t v)
 		reset_device(dev);
 		return;
 	}
-	/* FEATURES_OK only sticks for a subset of what we offered, with VERSION_1. */
 	if ((v & VIRTIO_STATUS_FEATURES_OK) && !(dev->status & VIRTIO_STATUS_FEATURES_OK) &&
-	    ((dev->driver_features & ~offered_features(dev)) ||
-	     !virtio_has_feature(dev, VIRTIO_F_VERSION_1)))
+	    !features_acceptable(dev))
 		v &= ~(uint32_t)VIRTIO_STATUS_FEATURES_OK;
 	if ((v & VIRTIO_STATUS_DRIVER_OK) && !(dev->status & VIRTIO_STATUS_DRIVER_OK)) {
 		for (unsigned q = 0; q < dev->nqueues; q++) {
@@ -554,15 +561,14 @@ int virtio_load(struct virtio_dev *dev, struct state_reader *r)
 
 	pthread_mutex_lock(&dev->lock);
 	/* Only what the transport can reach: the interrupt bits it raises,
-	 * features it offered, FEATURES_OK only with VERSION_1 (write_status). */
+	 * features it offered, FEATURES_OK only as write_status lets it. */
 	if (!state_get_le32(r, &dev->status) && !state_get_le32(r, &dev->device_features_sel) &&
 	    !state_get_le32(r, &dev->driver_features_sel) &&
 	    !state_get_le64(r, &dev->driver_features) && !state_get_le32(r, &dev->queue_sel) &&
 	    !state_get_le32(r, &dev->config_generation) && !state_get_le32(r, &istatus) &&
 	    !(istatus & ~(uint32_t)(VIRTIO_INT_USED | VIRTIO_INT_CONFIG)) &&
 	    !(dev->driver_features & ~offered_features(dev)) &&
-	    (!(dev->status & VIRTIO_STATUS_FEATURES_OK) ||
-	     virtio_has_feature(dev, VIRTIO_F_VERSION_1)) &&
+	    (!(dev->status & VIRTIO_STATUS_FEATURES_OK) || features_acceptable(dev)) &&
 	    !load_queues(dev, r)) {
 		atomic_store(&dev->interrupt_status, istatus);
 		rc = dev->ops->load ? dev->ops->load(dev, r) : 0;

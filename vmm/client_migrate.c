@@ -148,10 +148,9 @@ static int follow(const char *path, bool json)
 
 		if (rc) {
 			/* The source may have died with this request in flight: a
-			 * second try tells a vmm that is gone from a slow one. */
-			struct timespec again = { .tv_nsec = 200000000L };
-
-			nanosleep(&again, NULL);
+			 * second try, a poll interval later, tells a vmm that is
+			 * gone from a slow one. */
+			nanosleep(&ts, NULL);
 			rc = status(path, &st, err, sizeof(err));
 		}
 		if (rc == -ENOENT || rc == -ECONNREFUSED) {

@@ -22,6 +22,10 @@ enum { RBR_THR = 0, IER = 1, IIR_FCR = 2, LCR = 3, MCR = 4, LSR = 5, MSR = 6, SC
 #define LSR_THRE 0x20
 #define LSR_TEMT 0x40
 #define MSR_CTS  0x10
+/* What the model keeps of a register write; uart_load refuses the rest. */
+#define IER_KEPT 0x0f
+#define MCR_KEPT 0x1f
+#define FCR_KEPT (FCR_FIFO_ENABLE | 0xc0) /* the trigger level bits */
 #define MSR_DSR  0x20
 #define MSR_DCD  0x80
 
@@ -106,15 +110,15 @@ static void write_reg(struct uart *u, unsigned reg, uint8_t v)
 		/* Enabling THRI while the transmitter is empty raises it at once. */
 		if ((v & IER_THRI) && !(u->ier & IER_THRI))
 			u->thr_int_pending = true;
-		u->ier = v & 0x0f;
+		u->ier = v & IER_KEPT;
 		break;
 	case IIR_FCR:
-		u->fcr = v & (FCR_FIFO_ENABLE | 0xc0);
+		u->fcr = v & FCR_KEPT;
 		if (v & FCR_CLEAR_RX)
 			u->rx_count = 0;
 		break;
 	case LCR: u->lcr = v; break;
-	case MCR: u->mcr = v & 0x1f; break;
+	case MCR: u->mcr = v & MCR_KEPT; break;
 	case SCR: u->scr = v; break;
 	default: break; /* LSR and MSR are read-only */
 	}
@@ -199,7 +203,7 @@ int uart_load(struct uart *u, struct state_reader *r)
 	if (state_get_bytes(r, regs, sizeof(regs)) || state_get_le16(r, &n) || n > UART_RX_FIFO ||
 	    state_get_bytes(r, rx, n) || state_reader_left(r))
 		return -EINVAL;
-	if ((regs[0] & ~0x0f) || (regs[2] & ~0x1f) || (regs[6] & ~(FCR_FIFO_ENABLE | 0xc0)) ||
+	if ((regs[0] & ~IER_KEPT) || (regs[2] & ~MCR_KEPT) || (regs[6] & ~FCR_KEPT) ||
 	    regs[7] > 1 || regs[8] > 1)
 		return -EINVAL;
 	pthread_mutex_lock(&u->lock);
