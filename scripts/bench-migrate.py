@@ -18,8 +18,16 @@ a destination on loopback TCP and migrates once:
                      migration the host takes 8 MiB with the balloon, the
                      guest's signal to read the file again and print how
                      long that took (ms, from /proc/uptime).
+           dirty     the guest keeps rewriting memory during the migration:
+                     `memcheck --dirty-mib` at --dirty-rate pages/s, its
+                     pages checked on every pass; after the migration the
+                     destination must print a new PASS and never a FAIL.
            Before idling the guest prints /proc/meminfo on its console;
            used memory = MemTotal - MemFree from that print.
+  --stall  the guest then runs tests/guest/stallmon, which reads its clock
+           in a tight loop and prints the longest gap every 500 ms: the
+           longest stall the guest saw while the migration ran (and, as a
+           floor, before it) goes into the table.
   vmm      --balloon free-page-hint,free-page-reporting on both sides;
            `vmm migrate SRC tcp:127.0.0.1:PORT --connections N --json`
            (N from --connections, default 1) with skipping on (default)
@@ -33,6 +41,13 @@ a destination on loopback TCP and migrates once:
            bandwidth cap does not decide the time), migrate, poll
            query-migrate until completed.  Figures: total-time, downtime,
            setup-time, ram.transferred.  Hint on and off: 2 per case.
+
+--dest-host ADDR puts every destination on another host: this script
+runs on host 1 of scripts/testhost-pair and starts each destination on
+host 2 through `scripts/testhost-pair exec 2` (VMM_PAIR_DIR must be set),
+migrates to tcp:ADDR:PORT and asks the destination over QMP/TCP (QEMU) or
+`vmm status` on host 2; --work must then be a directory both hosts share.
+--json-out FILE writes every row for scripts/bench-plot.py.
 
 Both VMMs keep their default downtime target (300 ms each).  After each
 migration the destination must report that the guest runs.  Every wait is
@@ -61,6 +76,8 @@ from qmp import QMP  # scripts/qmp.py, beside this file
 
 READY = "vmm-bench: ready"
 REREAD = "vmm-bench: reread-ms"
+STALL = re.compile(r"^stallmon: t=(\d+) max_gap_us=(\d+)", re.M)
+PAIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "testhost-pair")
 MIB = 1 << 20
 
 
@@ -120,6 +137,107 @@ def stop(p, grace=5):
         p.wait()
 
 
+def stop_any(p):
+    if isinstance(p, RemoteProc):
+        p.stop()
+    else:
+        stop(p)
+
+
+class RemoteProc:
+    """A process that `Peer.start` started on host 2."""
+
+    def __init__(self, peer, pid):
+        self.peer, self.pid = peer, pid
+
+    def poll(self):
+        """None while it runs, like Popen.poll (its status is not known here)."""
+        r = self.peer.on2(["kill", "-0", str(self.pid)], 60)
+        return None if r.returncode == 0 else "exited"
+
+    def stop(self):
+        self.peer.on2(["sh", "-c", "kill %d 2>/dev/null || exit 0; for i in $(seq 25); do "
+                       "kill -0 %d 2>/dev/null || exit 0; sleep 0.2; done; kill -9 %d" % ((self.pid,) * 3)], 60)
+
+
+class Peer:
+    """Where the destinations run: here, or with --dest-host on host 2 of
+    scripts/testhost-pair, reached through `testhost-pair exec 2`."""
+
+    def __init__(self, a):
+        self.host = a.dest_host
+
+    def on2(self, argv, timeout):
+        return subprocess.run([PAIR, "exec", "2", "--timeout", str(timeout)] + argv,
+                              stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout + 30)
+
+    def listen(self):
+        return "0.0.0.0" if self.host else "127.0.0.1"
+
+    def addr(self):
+        return self.host or "127.0.0.1"
+
+    @staticmethod
+    def sock(n, role):
+        """A control socket: a unix socket in the /tmp of the host that runs
+        the VMM (the work directory may be a 9p share, which cannot hold one)."""
+        return "/tmp/vmm-bench-%d-%02d-%s.sock" % (os.getpid(), n, role)
+
+    def start(self, argv, err_path, port, what):
+        """Starts a destination and waits until it listens on port:
+        (process, None) or (process or None, error)."""
+        if not self.host:
+            p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                 stderr=open(err_path, "wb"), start_new_session=True)
+            if not wait_until(lambda: port_listening(port) or p.poll() is not None, 120) or p.poll() is not None:
+                return p, "%s not listening on port %d (status %s): %r" % (what, port, p.poll(), tail(read(err_path)))
+            return p, None
+        r = self.on2(["/usr/bin/python3", os.path.abspath(__file__), "--spawn", str(port), err_path, "--"] + argv, 180)
+        out = r.stdout.decode("utf-8", "replace").split()
+        if r.returncode != 0 or not out or not out[-1].isdigit():
+            return None, "%s on host 2 not listening on port %d: status %d, %r %r; stderr %r" % (
+                what, port, r.returncode, tail(r.stdout.decode("utf-8", "replace")),
+                tail(r.stderr.decode("utf-8", "replace")), tail(read(err_path)))
+        return RemoteProc(self, int(out[-1])), None
+
+    def run(self, argv, timeout=30):
+        """Runs a short command where the destinations run: (status, stdout, stderr)."""
+        if self.host:
+            r = self.on2(argv, timeout)
+        else:
+            r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+        return r.returncode, r.stdout.decode("utf-8", "replace"), r.stderr.decode("utf-8", "replace")
+
+
+def spawn(argv):
+    """--spawn PORT ERR -- CMD...: run on host 2 by Peer.start. Starts CMD in
+    its own session (so that it outlives this), its stderr to ERR; waits
+    until it listens on PORT; prints its pid."""
+    if len(argv) < 4 or argv[2] != "--" or not argv[0].isdigit():
+        print("usage: bench-migrate.py --spawn PORT ERR -- CMD...", file=sys.stderr)
+        return 2
+    port, err = int(argv[0]), argv[1]
+    p = subprocess.Popen(argv[3:], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=open(err, "wb"), start_new_session=True)
+    if not wait_until(lambda: port_listening(port) or p.poll() is not None, 120) or p.poll() is not None:
+        print("not listening on port %d (status %s)" % (port, p.poll()), file=sys.stderr)
+        stop(p)
+        return 1
+    print(p.pid)
+    return 0
+
+
+def stalls(src_console, n0, dst_console):
+    """(longest gap before the migration, longest gap while it ran) in ms,
+    from stallmon's lines: the source's from line n0 on and the
+    destination's first two (the interval the guest resumed in)."""
+    src = [int(g) for _, g in STALL.findall(src_console)]
+    dst = [int(g) for _, g in STALL.findall(dst_console)]
+    before = src[1:n0]  # the first interval holds stallmon's own start
+    during = src[n0:] + dst[:2]
+    return (max(before) / 1000 if before else None, max(during) / 1000 if during else None)
+
+
 def meminfo(console):
     """(MemTotal, MemFree, Cached) in KiB from the last /proc/meminfo print."""
     text = console.split(READY)[0]
@@ -134,9 +252,12 @@ def meminfo(console):
 class Bench:
     def __init__(self, args):
         self.a = args
-        self.work = tempfile.mkdtemp(prefix="vmm-bench-migrate.")
+        if args.work:
+            os.makedirs(args.work, exist_ok=True)
+        self.work = tempfile.mkdtemp(prefix="vmm-bench-migrate.", dir=args.work or None)
         self.port = 46000 + random.randrange(2000)
         self.n = 0
+        self.peer = Peer(args)
 
     def next(self):
         self.n += 1
@@ -144,9 +265,13 @@ class Bench:
         return self.n, self.port
 
     def guest_cmdline(self, case):
-        job = "cat /proc/meminfo; echo %s; sleep 3600" % READY
+        job = "cat /proc/meminfo; echo %s; %s" % (READY, "stallmon 500" if self.a.stall else "sleep 3600")
         if case == "touched":
             job = "memtouch %d; sleep 2; " % self.a.touch_mib + job
+        elif case == "dirty":
+            # Ready once memcheck has filled its memory and checked it once.
+            job = ("(memcheck %d %d | tee /tmp/mc) & until grep -q PASS /tmp/mc 2>/dev/null; do sleep 1; done; "
+                   % (self.a.dirty_mib, self.a.dirty_rate)) + job
         elif case == "pagecache":
             # Single quotes only inside: the kernel splits its command line
             # at double quotes.  MemTotal falling is the signal to re-read.
@@ -203,7 +328,7 @@ class Bench:
         src = dst = None
         try:
             src_argv = [self.a.vmm, "run", "--kernel", self.a.kernel, "--initrd", self.a.initrd] + \
-                self.vmm_common(case) + ["--api-socket", d + "/src.sock", "--console", "file:" + d + "/src.out",
+                self.vmm_common(case) + ["--api-socket", Peer.sock(n, "src"), "--console", "file:" + d + "/src.out",
                                      "--cmdline", self.guest_cmdline(case)]
             if n <= 2 or self.a.verbose:
                 log("bench-migrate:   source: %s" % subprocess.list2cmdline(src_argv))
@@ -216,15 +341,15 @@ class Bench:
             if mi:
                 res["used_kib"] = mi[0] - mi[1]
                 res["cached_kib"] = mi[2]
-            dst_argv = [self.a.vmm, "run", "--incoming", "tcp:127.0.0.1:%d" % port] + self.vmm_common(case) + \
-                ["--api-socket", d + "/dst.sock", "--console", "file:" + d + "/dst.out"]
-            dst = subprocess.Popen(dst_argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                   stderr=open(d + "/dst.err", "wb"), start_new_session=True)
-            if not wait_until(lambda: port_listening(port) or dst.poll() is not None, 60) or dst.poll() is not None:
-                res["error"] = "vmm destination not listening on port %d (status %s): %r" % (
-                    port, dst.poll(), tail(read(d + "/dst.err")))
+            dst_sock = Peer.sock(n, "dst")
+            dst_argv = [self.a.vmm, "run", "--incoming", "tcp:%s:%d" % (self.peer.listen(), port)] + \
+                self.vmm_common(case) + ["--api-socket", dst_sock, "--console", "file:" + d + "/dst.out"]
+            dst, err = self.peer.start(dst_argv, d + "/dst.err", port, "vmm destination")
+            if err:
+                res["error"] = err
                 return res
-            mig = [self.a.vmm, "migrate", d + "/src.sock", "tcp:127.0.0.1:%d" % port,
+            n0 = len(STALL.findall(read(d + "/src.out")))
+            mig = [self.a.vmm, "migrate", Peer.sock(n, "src"), "tcp:%s:%d" % (self.peer.addr(), port),
                    "--compress", compress, "--connections", str(self.a.connections),
                    "--json"] + ([] if skip else ["--no-skip-free"]) + \
                 (["--drop-guest-cache"] if drop else [])
@@ -257,25 +382,44 @@ class Bench:
                        note=r.stderr.decode("utf-8", "replace").strip())
             # The guest must go on at the destination.
             wait_until(lambda: src.poll() is not None, 30)
-            s = subprocess.run([self.a.vmm, "status", d + "/dst.sock"], capture_output=True, timeout=30)
+            _, out, err = self.peer.run([self.a.vmm, "status", dst_sock])
             try:
-                state = json.loads(s.stdout).get("state")
+                state = json.loads(out).get("state")
             except ValueError:
                 state = None
             if state != "running":
-                res["error"] = "destination not running after the migration: %r %r" % (
-                    s.stdout.decode(errors="replace"), s.stderr.decode(errors="replace"))
-            elif case == "pagecache":
-                self.reread(d, res)
+                res["error"] = "destination not running after the migration: %r %r" % (out, err)
+                return res
+            self.after(case, d, n0, res)
+            if case == "pagecache" and "error" not in res:
+                self.reread(d, dst_sock, res)
             return res
         finally:
             stop(src)
-            stop(dst)
+            stop_any(dst)
+            for role in ("src", "dst"):
+                try:
+                    os.unlink(Peer.sock(n, role))
+                except OSError:
+                    pass
 
-    def reread(self, d, res):
+    def after(self, case, d, n0, res):
+        """What the guest shows at the destination: its stalls, and in the
+        dirty case a new memcheck pass and no failed one."""
+        if self.a.stall:
+            wait_until(lambda: len(STALL.findall(read(d + "/dst.out"))) >= 2, 30)
+            res["stall_before_ms"], res["stall_ms"] = stalls(read(d + "/src.out"), n0, read(d + "/dst.out"))
+        if case == "dirty":
+            if not wait_until(lambda: "memcheck: PASS" in read(d + "/dst.out") or
+                              "memcheck: FAIL" in read(d + "/dst.out"), self.a.timeout):
+                res["error"] = "no memcheck pass at the destination within %d s" % self.a.timeout
+            elif "memcheck: FAIL" in read(d + "/dst.out"):
+                res["error"] = "memcheck failed at the destination: %r" % tail(read(d + "/dst.out"))
+
+    def reread(self, d, dst_sock, res):
         """Takes 8 MiB with the balloon on the destination, the guest's signal
         to read its file again; records how long that took in the guest."""
-        subprocess.run([self.a.vmm, "balloon", d + "/dst.sock", "--set", "8M"], capture_output=True, timeout=30)
+        self.peer.run([self.a.vmm, "balloon", dst_sock, "--set", "8M"])
         if not wait_until(lambda: REREAD in read(d + "/dst.out"), self.a.timeout):
             res["error"] = "the guest did not read its file again within %d s: %r" % (
                 self.a.timeout, tail(read(d + "/dst.out")))
@@ -284,16 +428,16 @@ class Bench:
         res["reread_ms"] = int(m[-1]) if m else None
 
     # ---- QEMU ----
-    def qemu_argv(self, case, hint, d, role, port=None):
+    def qemu_argv(self, case, hint, d, role, port=None, qmp=None):
         dev = "virtio-balloon-device,%siothread=io0" % ("free-page-hint=on," if hint else "")
         argv = [self.a.qemu, "-M", "microvm,acpi=off", "-accel", "kvm", "-cpu", "host",
                 "-m", "%dM" % self.a.mem, "-smp", "1", "-nodefaults", "-no-user-config", "-nographic",
                 "-serial", "file:%s/%s.out" % (d, role), "-kernel", self.a.kernel, "-initrd", self.a.initrd,
                 "-append", self.guest_cmdline(case),
                 "-object", "iothread,id=io0", "-device", dev,
-                "-qmp", "unix:%s/%s.qmp,server,nowait" % (d, role)]
+                "-qmp", qmp or "unix:%s,server,nowait" % Peer.sock(self.n, role)]
         if port:
-            argv += ["-incoming", "tcp:127.0.0.1:%d" % port]
+            argv += ["-incoming", "tcp:%s:%d" % (self.peer.listen(), port)]
         return argv
 
     def run_qemu(self, case, hint):
@@ -315,20 +459,23 @@ class Bench:
                 return res
             if mi:
                 res["used_kib"] = mi[0] - mi[1]
-            dst = subprocess.Popen(self.qemu_argv(case, hint, d, "dst", port), stdin=subprocess.DEVNULL,
-                                   stdout=subprocess.DEVNULL, stderr=open(d + "/dst.err", "wb"),
-                                   start_new_session=True)
-            if not wait_until(lambda: port_listening(port) or dst.poll() is not None, 120) or dst.poll() is not None:
-                res["error"] = "QEMU destination not listening on port %d (status %s): %r" % (
-                    port, dst.poll(), tail(read(d + "/dst.err")))
+            # A remote destination's QMP listens on TCP, 1000 ports up.
+            qmp = "tcp:%s:%d" % (self.peer.host, port + 1000) if self.peer.host else Peer.sock(n, "dst")
+            dst, err = self.peer.start(
+                self.qemu_argv(case, hint, d, "dst", port,
+                               "tcp:0.0.0.0:%d,server,nowait" % (port + 1000) if self.peer.host else None),
+                d + "/dst.err", port, "QEMU destination")
+            if err:
+                res["error"] = err
                 return res
-            qs = QMP(d + "/src.qmp", 0, 60)
+            n0 = len(STALL.findall(read(d + "/src.out")))
+            qs = QMP(Peer.sock(n, "src"), 0, 60)
             qs.cmd("migrate-set-parameters", **{"max-bandwidth": self.a.qemu_max_bandwidth})
             params = qs.cmd("query-migrate-parameters")
             res["qemu_params"] = "max-bandwidth %s, downtime-limit %s ms" % (
                 params.get("max-bandwidth"), params.get("downtime-limit"))
             t0 = time.monotonic()
-            qs.cmd("migrate", uri="tcp:127.0.0.1:%d" % port)
+            qs.cmd("migrate", uri="tcp:%s:%d" % (self.peer.addr(), port))
             st = {}
             deadline = t0 + self.a.mig_timeout
             while time.monotonic() < deadline:
@@ -347,7 +494,7 @@ class Bench:
                        setup_ms=st.get("setup-time"), bytes=ram.get("transferred"),
                        iterations=ram.get("dirty-sync-count"),
                        pages="%s normal/%s zero" % (ram.get("normal"), ram.get("duplicate")))
-            qd = QMP(d + "/dst.qmp", 0, 60)
+            qd = QMP(qmp, 30, 60)
             state = None
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
@@ -357,6 +504,8 @@ class Bench:
                 time.sleep(0.2)
             if state != "running":
                 res["error"] = "QEMU destination status %r after the migration" % state
+                return res
+            self.after(case, d, n0, res)
             return res
         except (OSError, RuntimeError, ValueError) as e:
             res["error"] = "%s: %s; source stderr %r; destination stderr %r" % (
@@ -367,7 +516,12 @@ class Bench:
                 if q:
                     q.close()
             stop(src)
-            stop(dst)
+            stop_any(dst)
+            for role in ("src", "dst"):
+                try:
+                    os.unlink(Peer.sock(n, role))
+                except OSError:
+                    pass
 
 
 def fmt(v, f="%.0f"):
@@ -391,7 +545,8 @@ def merge(runs):
     if not ok:
         return r
     r.pop("error", None)
-    for k in ("total_ms", "downtime_ms", "setup_ms", "bytes", "used_kib", "skipped", "iterations"):
+    for k in ("total_ms", "downtime_ms", "setup_ms", "bytes", "used_kib", "skipped", "iterations",
+              "stall_ms", "stall_before_ms"):
         vals = [x[k] for x in ok if x.get(k) is not None]
         if vals:
             r[k] = median(vals)
@@ -433,7 +588,18 @@ def main():
     ap.add_argument("--connections", type=int, default=1, help="vmm migrate --connections (default 1)")
     ap.add_argument("--repeat", type=int, default=1, help="run the plan N times over; medians (default 1)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (consoles, stderr)")
+    ap.add_argument("--dirty-mib", type=int, default=128, help="dirty case: memcheck's memory, MiB")
+    ap.add_argument("--dirty-rate", type=int, default=2500, help="dirty case: pages rewritten per second")
+    ap.add_argument("--stall", action="store_true", help="measure the guest's longest stall (stallmon)")
+    ap.add_argument("--dest-host", default="", help="destinations on host 2 of testhost-pair, at this address")
+    ap.add_argument("--work", default="", help="the work directory's parent (shared by both hosts with --dest-host)")
+    ap.add_argument("--label", default="", help="a label for every row (the link), in --json-out")
+    ap.add_argument("--json-out", default="", help="write every row as JSON (for scripts/bench-plot.py)")
+    if sys.argv[1:2] == ["--spawn"]:
+        return spawn(sys.argv[2:])
     a = ap.parse_args()
+    if a.dest_host and not (a.work and os.environ.get("VMM_PAIR_DIR")):
+        ap.error("--dest-host needs --work (a directory both hosts share) and VMM_PAIR_DIR (testhost-pair)")
     cases = [c for c in a.cases.split(",") if c]
     vmms = [v.lower() for v in a.vmms.split(",") if v]
     b = Bench(a)
@@ -490,23 +656,26 @@ def main():
         print()
     main_cases = [c for c in cases if c != "pagecache"]
     if main_cases:
-        print("| case | VMM | skip/hint | compress | total ms | downtime ms | setup ms | MiB sent | pages skipped (hinted/reported/untouched) | iterations | guest used MiB |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        print("| case | VMM | skip/hint | compress | total ms | downtime ms | setup ms | MiB sent | pages skipped (hinted/reported/untouched) | iterations | guest used MiB |%s" % (
+            " guest's longest stall ms (before) |" if a.stall else ""))
+        print("|---|---|---|---|---|---|---|---|---|---|---|%s" % ("---|" if a.stall else ""))
     for r in rows:
         if r["case"] == "pagecache":
             continue
         sk = "skip " if r["vmm"] == "vmm" else "hint "
         sk += "on" if r["skip"] else "off"
         if "error" in r:
-            print("| %s | %s | %s | %s | FAILED | | | | | | %s |" % (
-                r["case"], r["vmm"], sk, r["compress"], fmt(r.get("used_kib") and r["used_kib"] / 1024, "%.1f")))
+            print("| %s | %s | %s | %s | FAILED | | | | | | %s |%s" % (
+                r["case"], r["vmm"], sk, r["compress"], fmt(r.get("used_kib") and r["used_kib"] / 1024, "%.1f"),
+                " |" if a.stall else ""))
             continue
-        print("| %s | %s | %s | %s | %s | %s | %.0f | %.1f | %s | %s | %s |" % (
+        print("| %s | %s | %s | %s | %s | %s | %.0f | %.1f | %s | %s | %s |%s" % (
             r["case"], r["vmm"], sk, r["compress"], with_range(r, "total_ms"),
             with_range(r, "downtime_ms") + (" (%d failed)" % r["failed"] if r["failed"] else ""),
             r["setup_ms"], r["bytes"] / MIB,
             "%d (%s)" % (r["skipped"], r["skipped_detail"]) if r["vmm"] == "vmm" else "n/a",
-            fmt(r.get("iterations")), fmt(r.get("used_kib") and r["used_kib"] / 1024, "%.1f")))
+            fmt(r.get("iterations")), fmt(r.get("used_kib") and r["used_kib"] / 1024, "%.1f"),
+            " %s (%s) |" % (fmt(r.get("stall_ms")), fmt(r.get("stall_before_ms"))) if a.stall else ""))
     print()
     print("vmm migrate --connections %d. Pages sent: vmm raw/zstd/zero; QEMU normal/zero "
           "(ram.normal/ram.duplicate). QEMU iterations = ram.dirty-sync-count." % a.connections)
@@ -548,6 +717,8 @@ def main():
     def verdict(ok):
         return "not measured" if ok is None else ("met" if ok else "NOT met")
 
+    # The targets are about the seed's two cases; the dirty case is reported.
+    main_cases = [c for c in main_cases if c != "dirty"]
     all_met = bool(main_cases)
     if main_cases:
         print("Targets (vmm with skipping on, against the guest's used memory and QEMU with free-page-hint=on, same case):")
@@ -555,6 +726,8 @@ def main():
     for case in main_cases:
         q = find(case, "QEMU", True)
         for comp in ("auto", "zstd", "none"):
+            if not any(c[0] == "vmm" and c[1] == case and c[2] and c[3] == comp for c in configs):
+                continue  # not in the plan (--select, --vmms)
             v = find(case, "vmm", True, comp)
             if not v:
                 print("- %s, vmm compress %s: not measured (no successful vmm migration)" % (case, comp))
@@ -578,6 +751,12 @@ def main():
                 lines.append("downtime %.0f ms ≤ QEMU-with-hint's %.0f ms: %s" % (
                     v["downtime_ms"], q["downtime_ms"], verdict(ok)))
                 oks.append(ok)
+                if a.stall:
+                    vs, qs = v.get("stall_ms"), q.get("stall_ms")
+                    ok = None if vs is None or qs is None else vs <= qs
+                    lines.append("guest's longest stall %s ms ≤ QEMU-with-hint's %s ms: %s" % (
+                        fmt(vs), fmt(qs), verdict(ok)))
+                    oks.append(ok)
             else:
                 lines.append("against QEMU: not measured (no successful QEMU run with hinting)")
                 oks.append(None)
@@ -588,6 +767,10 @@ def main():
         print()
         print("All targets met with the default (--compress auto): %s" % ("yes" if all_met else "no"))
 
+    if a.json_out:
+        with open(a.json_out, "w") as f:
+            json.dump({"label": a.label, "mem_mib": a.mem, "touch_mib": a.touch_mib,
+                       "rows": [dict(r, label=a.label) for r in rows]}, f, indent=1, default=str)
     failed = [r for r in results if "error" in r]
     if failed:
         print()

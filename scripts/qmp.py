@@ -38,12 +38,18 @@ class QMPError(RuntimeError):
 
 class QMP:
     def __init__(self, path, connect_timeout, timeout):
+        """path: a unix socket, or tcp:HOST:PORT (QEMU -qmp tcp:...)."""
         deadline = time.monotonic() + connect_timeout
+        if path.startswith("tcp:"):
+            host, port = path[4:].rsplit(":", 1)
+            family, addr = socket.AF_INET, (host, int(port))
+        else:
+            family, addr = socket.AF_UNIX, path
         while True:
             try:
-                self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self.s = socket.socket(family, socket.SOCK_STREAM)
                 self.s.settimeout(timeout)
-                self.s.connect(path)
+                self.s.connect(addr)
                 break
             except OSError as e:
                 self.s.close()
