@@ -21,6 +21,15 @@ on() { scripts/testhost-pair exec "$@"; }
 con() { tr -d '\r' <"$W/$1.out" 2>/dev/null; }
 count() { con "$1" | grep -c -- "$2"; }
 bad() { con "$1" | grep -E 'memcheck: FAIL|disklog: FAIL' | head -3; }
+# A test host that ended (stalled, crashed) ends every wait at once: what
+# ran on it cannot make progress, and scripts/testhost-pair reports why.
+host_gone() {
+	local h
+	for h in 1 2; do
+		[ -e "$VMM_PAIR_DIR/h$h/ended" ] && { echo "test host $h ended ($(cat "$VMM_PAIR_DIR/h$h/ended"))"; return 0; }
+	done
+	return 1
+}
 
 img=$W/disk.img
 /sbin/mke2fs -q -t ext4 -F "$img" 64M >/dev/null 2>&1 || { fail pair_setup "mke2fs failed"; exit 1; }
@@ -36,8 +45,10 @@ CMDLINE="console=ttyS0 reboot=k panic=1 pci=off quiet vmm.job=sh vmm.arg=\"$GUES
 on 1 sh -c "$VMM run --kernel $KERNEL --initrd $INITRD $ARGS --api-socket /tmp/g0.sock \
 	--console file:$W/g0.out --cmdline '$CMDLINE' </dev/null >$W/g0.err 2>&1 &"
 running() { [ "$(count "$1" 'memcheck: PASS')" -gt "$2" ] && [ "$(count "$1" 'disklog: PASS')" -gt "$3" ]; }
-if ! wait_for $((60 * SLOW)) running g0 0 0; then
-	fail pair_guest_boots "no memcheck and disk log passes on host 1" "$(con g0 | tail -8)" "$(cat "$W/g0.err")"
+# running_or_gone NAME M D: the wait's end; the caller tells which it was.
+running_or_gone() { running "$@" || host_gone >/dev/null; }
+if ! wait_for $((60 * SLOW)) running_or_gone g0 0 0 || ! running g0 0 0; then
+	fail pair_guest_boots "no memcheck and disk log passes on host 1" "$(host_gone)" "$(con g0 | tail -8)" "$(cat "$W/g0.err")"
 	exit 1
 fi
 pass pair_guest_boots
@@ -64,9 +75,9 @@ hop() {
 		fail "$test" "the source vmm on host $from still runs after the migration"
 		return 1
 	fi
-	if ! wait_for $((30 * SLOW)) running "$dst" "$m0" "$d0"; then
+	if ! wait_for $((30 * SLOW)) running_or_gone "$dst" "$m0" "$d0" || ! running "$dst" "$m0" "$d0"; then
 		fail "$test" "the guest made no progress on host $to (memcheck passes before: $m0, disk log rounds: $d0)" \
-			"$(con "$dst" | tail -8)" "$(tail -3 "$W/$dst.err")"
+			"$(host_gone)" "$(con "$dst" | tail -8)" "$(tail -3 "$W/$dst.err")"
 		return 1
 	fi
 	if [ -n "$(bad "$dst")" ]; then
@@ -80,8 +91,9 @@ hop pair_migrate_1_to_2_one_connection 1 2 g0 g1 1 47101 &&
 rc=$?
 if [ $rc -eq 0 ]; then
 	printf STOP | dd of="$mailbox" conv=notrunc status=none
-	if ! wait_for $((30 * SLOW)) grep -q '^umounted' "$W/g2.out"; then
-		fail pair_disk_image_intact "the guest did not unmount its disk" "$(con g2 | tail -5)"
+	umounted() { grep -q '^umounted' "$W/g2.out"; }
+	if ! wait_for $((30 * SLOW)) eval 'umounted || host_gone >/dev/null' || ! umounted; then
+		fail pair_disk_image_intact "the guest did not unmount its disk" "$(host_gone)" "$(con g2 | tail -5)"
 		rc=1
 	fi
 fi
