@@ -100,6 +100,7 @@ static void hint_round_start(struct sender *s)
 	s->hinting = true;
 	s->hint_due = true;
 	STAT_SET(s, s->m->st.hint_rounds++);
+	mig_trace("source: hint round %u asked for", s->m->st.hint_rounds);
 	if (!drop)
 		return;
 	/* The guest drops its caches before it hints. Let its round finish
@@ -123,8 +124,16 @@ static void hint_round_stop(struct sender *s)
 	balloon_hint_stop(s->vm->balloon);
 	s->hinting = false;
 	skipped = atomic_load(&s->rs.skipped_hinted);
-	mig_trace("source: hint round %u took %llu pages out", s->m->st.hint_rounds,
-		  (unsigned long long)(skipped - s->hinted_before));
+	if (mig_trace_on()) {
+		/* How long the guest's round ran: until its own STOP, or ours. */
+		json_t *h = balloon_hint_json(s->vm->balloon);
+
+		mig_trace("source: hint round %u took %llu pages out; the round ran %.0f ms, %lld blocks",
+			  s->m->st.hint_rounds, (unsigned long long)(skipped - s->hinted_before),
+			  json_real_value(json_object_get(h, "elapsed_ms")),
+			  (long long)json_integer_value(json_object_get(h, "ranges")));
+		json_decref(h);
+	}
 	s->hinted_before = skipped;
 }
 

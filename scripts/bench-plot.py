@@ -48,33 +48,40 @@ def load(paths):
 
 def bars(sets, key, scale, ylabel, title, path):
     cases = [c for c in CASES if any(r["case"] == c for d in sets for r in d["rows"])]
-    fig, axes = plt.subplots(1, len(cases), figsize=(6.5 * len(cases), 5), squeeze=False)
+    fig, axes = plt.subplots(1, len(cases), figsize=(6.5 * len(cases), 6), squeeze=False)
     for ax, case in zip(axes[0], cases):
-        labels = [d["label"] or "run" for d in sets]
+        labels = ["link: %s" % (d["label"] or "run") for d in sets]
         configs = []
         for d in sets:
             for r in d["rows"]:
                 if r["case"] == case and config(r) not in configs:
                     configs.append(config(r))
-        seed = SEED.get(case, {}).get(key, (None, None))
         series = [(c, [next((r.get(key) for r in d["rows"] if r["case"] == case and config(r) == c
                              and "error" not in r), None) for d in sets]) for c in configs]
+        seed = SEED.get(case, {}).get(key, (None, None))
+        groups = len(sets)
         if any(seed):
-            series.append(("seed: QEMU 2016, no skipping", [seed[0]] + [None] * (len(sets) - 1)))
-            series.append(("seed: QEMU 2016, skipping free pages", [seed[1]] + [None] * (len(sets) - 1)))
+            # The seed's figures as a group of their own.
+            labels.append("seed (8 GB, 10 GbE)")
+            groups += 1
+            series = [(c, vals + [None]) for c, vals in series]
+            series.append(("seed: QEMU 2016, no skipping", [None] * len(sets) + [seed[0]]))
+            series.append(("seed: QEMU 2016, skipping free pages", [None] * len(sets) + [seed[1]]))
         width = 0.8 / max(1, len(series))
         for i, (name, vals) in enumerate(series):
-            xs = [j + i * width for j in range(len(sets))]
+            xs = [j + i * width for j in range(groups)]
             ys = [v / scale if v is not None else 0 for v in vals]
-            failed = [v is None for v in vals]
-            name = name + (" (failed or not run: %s)" % ", ".join(
-                labels[j] for j, f in enumerate(failed) if f) if any(failed) and not name.startswith("seed") else "")
+            if not name.startswith("seed"):
+                missing = [labels[j] for j in range(len(sets)) if vals[j] is None]
+                if missing:
+                    name += " (failed or not run: %s)" % ", ".join(missing)
             ax.bar(xs, ys, width, label=name, hatch="//" if name.startswith("seed") else None)
-        ax.set_xticks([j + width * (len(series) - 1) / 2 for j in range(len(sets))])
-        ax.set_xticklabels(["link: %s" % lab for lab in labels])
-        ax.set_ylabel(ylabel)
+        ax.set_yscale("log")
+        ax.set_xticks([j + width * (len(series) - 1) / 2 for j in range(groups)])
+        ax.set_xticklabels(labels)
+        ax.set_ylabel(ylabel + " (log scale)")
         ax.set_title("%s (%d MiB guest)" % (CASES[case], sets[0].get("mem_mib", 0)))
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=2)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
