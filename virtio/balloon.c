@@ -119,12 +119,23 @@ static int balloon_activate(struct virtio_dev *dev)
 	return 0;
 }
 
+/* While a round runs the device polls the hint queue, kicks off: the guest
+ * hands over a block per 4 MiB in a loop that does not yield its vCPU, and
+ * an exit per block made a round over 8 GiB stall a one-vCPU guest for
+ * seconds (docs/BENCHMARKS.md, "Live migration between two hosts"). */
+static void hint_poll(struct balloon *b, bool on)
+{
+	if (b->q_hint >= 0)
+		virtio_poll(&b->dev, (unsigned)b->q_hint, on);
+}
+
 /* A round is over (STOPPED): wakes balloon_hint_wait and hint_fd's watcher.
  * dev->lock held. */
 static void hint_ended(struct balloon *b)
 {
 	uint64_t one = 1;
 
+	hint_poll(b, false);
 	pthread_cond_broadcast(&b->hint_cond);
 	(void)!write(b->hint_fd, &one, sizeof(one));
 }
@@ -240,6 +251,7 @@ static void handle_hint(struct balloon *b, const struct virtq_buf *bufs,
 			id = le32toh(id);
 			if (id == b->hint_cmd_id && b->hint_state == HINT_REQUESTED) {
 				b->hint_state = HINT_RUNNING;
+				hint_poll(b, true);
 			} else if (id == VIRTIO_BALLOON_CMD_ID_STOP && b->hint_state == HINT_RUNNING) {
 				b->hint_state = HINT_STOPPED;
 				b->hint_stopped_ns = now_ns();
@@ -361,6 +373,10 @@ static int balloon_load(struct virtio_dev *dev, struct state_reader *r)
 	b->stats_head = head;
 	if (dev->status & VIRTIO_STATUS_DRIVER_OK)
 		balloon_activate(dev);
+	/* No round runs here yet: the guest kicks its hint queue again, even
+	 * if the source saved while it polled (its rounds end before a save). */
+	if (b->q_hint >= 0)
+		(void)virtq_set_kicks(&dev->queues[b->q_hint], true);
 	return 0;
 }
 
@@ -593,6 +609,7 @@ void balloon_hint_done(struct balloon *b)
 	b->hint_state = HINT_IDLE;
 	b->hint_fn = NULL;
 	b->drop_cache = 0;
+	hint_poll(b, false);
 	if (b->hint_cmd_id != VIRTIO_BALLOON_CMD_ID_DONE) {
 		b->hint_cmd_id = VIRTIO_BALLOON_CMD_ID_DONE;
 		if (b->dev.status & VIRTIO_STATUS_DRIVER_OK)

@@ -82,6 +82,8 @@ struct virtio_dev {
 	int wake_fd;                    /* wakes the device thread */
 	int io_fd;                      /* watched when ops->io_ready is set */
 	int tick_ms;
+	/* Queues the device thread polls every POLL_MS, kicks off (virtio_poll). */
+	_Atomic uint32_t poll_mask;
 	pthread_t thread;
 	bool thread_started;
 	_Atomic bool stopping;
@@ -132,5 +134,12 @@ int virtio_load(struct virtio_dev *dev, struct state_reader *r);
 /* Wakes the device thread so it runs tick() now (e.g. after a control
  * command changed what the device should do). */
 void virtio_wake(struct virtio_dev *dev);
+/* Polls queue q instead of waiting for its kicks (on), or goes back to
+ * kicks (off), as QEMU's balloon does while the guest hints: a busy queue
+ * then costs the guest no exit per buffer. The device thread looks at a
+ * polled queue every VIRTIO_POLL_MS, and once more after polling ends.
+ * Call with dev->lock held. */
+#define VIRTIO_POLL_MS 1
+void virtio_poll(struct virtio_dev *dev, unsigned q, bool on);
 
 #endif

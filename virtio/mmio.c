@@ -59,6 +59,7 @@ static void set_low(uint64_t *v, uint32_t lo)
 static void reset_device(struct virtio_dev *dev)
 {
 	dev->ops->reset(dev);
+	atomic_store(&dev->poll_mask, 0); /* the rings are the driver's to set up again */
 	dev->status = 0;
 	dev->driver_features = 0;
 	dev->device_features_sel = dev->driver_features_sel = dev->queue_sel = 0;
@@ -304,16 +305,39 @@ void virtio_wake(struct virtio_dev *dev)
 	(void)!write(dev->wake_fd, &one, sizeof(one));
 }
 
-static void handle_kick(struct virtio_dev *dev, unsigned q)
+void virtio_poll(struct virtio_dev *dev, unsigned q, bool on)
 {
-	uint64_t v;
+	uint32_t bit = 1u << q;
+	uint64_t one = 1;
 
-	(void)!read(dev->kick_fd[q], &v, sizeof(v));
+	if (q >= dev->nqueues || !(atomic_load(&dev->poll_mask) & bit) == !on)
+		return;
+	if (on) {
+		if (virtq_set_kicks(&dev->queues[q], false) == 0)
+			atomic_fetch_or(&dev->poll_mask, bit);
+		return;
+	}
+	atomic_fetch_and(&dev->poll_mask, ~bit);
+	(void)virtq_set_kicks(&dev->queues[q], true);
+	/* Buffers added while kicks were off: one more look. */
+	(void)!write(dev->kick_fd[q], &one, sizeof(one));
+}
+
+static void handle_queue(struct virtio_dev *dev, unsigned q)
+{
 	pthread_mutex_lock(&dev->lock);
 	if ((dev->status & VIRTIO_STATUS_DRIVER_OK) && dev->queues[q].ready &&
 	    !dev->queues[q].broken && !dev->paused)
 		dev->ops->queue_notify(dev, q);
 	pthread_mutex_unlock(&dev->lock);
+}
+
+static void handle_kick(struct virtio_dev *dev, unsigned q)
+{
+	uint64_t v;
+
+	(void)!read(dev->kick_fd[q], &v, sizeof(v));
+	handle_queue(dev, q);
 }
 
 static void handle_io(struct virtio_dev *dev)
@@ -363,6 +387,8 @@ static void *device_thread(void *arg)
 			}
 			timeout = (int)((next_tick - now) / 1000000ULL) + 1;
 		}
+		if (atomic_load(&dev->poll_mask) && (timeout < 0 || timeout > VIRTIO_POLL_MS))
+			timeout = VIRTIO_POLL_MS;
 		if (tick && dev->ops->tick) {
 			pthread_mutex_lock(&dev->lock);
 			if (!dev->paused)
@@ -384,6 +410,8 @@ static void *device_thread(void *arg)
 			(void)!read(dev->wake_fd, &v, sizeof(v));
 			next_tick = 0; /* a wake-up runs tick() at once */
 		}
+		for (uint32_t m = atomic_load(&dev->poll_mask); m; m &= m - 1)
+			handle_queue(dev, (unsigned)__builtin_ctz(m));
 	}
 	close(ep);
 	return NULL;

@@ -276,6 +276,24 @@ int virtq_push(struct virtq *vq, uint16_t head, uint32_t written)
 	return 0;
 }
 
+int virtq_set_kicks(struct virtq *vq, bool on)
+{
+	uint16_t *flags;
+
+	if (!vq->ready || vq->broken || virtq_validate(vq, NULL) < 0)
+		return -EINVAL;
+	flags = gpa_to_hva(vq->mem, vq->used_gpa, 2);
+	if (!flags)
+		return -EINVAL;
+	__atomic_store_n(flags, htole16(on ? 0 : VRING_USED_F_NO_NOTIFY), __ATOMIC_RELAXED);
+	guest_mem_mark_dirty(vq->mem, vq->used_gpa, 2);
+	/* The flag must be visible before the device next reads the
+	 * available index, or a driver that saw kicks still off would add a
+	 * buffer nobody looks at. */
+	atomic_thread_fence(memory_order_seq_cst);
+	return 0;
+}
+
 bool virtq_interrupt_suppressed(const struct virtq *vq)
 {
 	const uint8_t *flags;

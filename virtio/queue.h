@@ -78,6 +78,11 @@ int virtq_pop(struct virtq *vq, struct virtq_buf *bufs, unsigned max, struct vir
 int virtq_push(struct virtq *vq, uint16_t head, uint32_t written);
 /* Whether the driver asked not to be interrupted (VRING_AVAIL_F_NO_INTERRUPT). */
 bool virtq_interrupt_suppressed(const struct virtq *vq);
+/* Asks the driver not to kick (VRING_USED_F_NO_NOTIFY), or to kick again:
+ * for a device that polls the queue. A hint only: a driver may kick anyway.
+ * After turning kicks back on the device must look at the queue once more,
+ * for buffers added while they were off. 0 or -EINVAL. */
+int virtq_set_kicks(struct virtq *vq, bool on);
 /* Number of chains the driver made available that are not consumed yet. */
 uint16_t virtq_pending(const struct virtq *vq);
 

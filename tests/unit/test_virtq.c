@@ -781,6 +781,34 @@ static void test_no_interrupt(void)
 	drv_free(&d);
 }
 
+/* The device asks for no kicks while it polls (the balloon's hint rounds):
+ * the used ring's flags say so, the page is marked for migration, and the
+ * index next to the flags is left alone. */
+static void test_set_kicks(void)
+{
+	struct drv d;
+
+	REQUIRE(drv_init(&d, 4) == 0);
+	drv_set_idx(&d, 0);
+	CHECK_EQ(virtq_push(&d.vq, 1, 0), 0);
+	d.mem.dirty[0] = 0; /* what the push marked */
+	CHECK_EQ(virtq_set_kicks(&d.vq, false), 0);
+	CHECK_EQ(get16(&d, USED_GPA), 1); /* VRING_USED_F_NO_NOTIFY */
+	CHECK_EQ(get16(&d, USED_GPA + 2), 1);
+	CHECK(guest_mem_test_dirty(&d.mem, USED_GPA));
+	CHECK_EQ(virtq_set_kicks(&d.vq, true), 0);
+	CHECK_EQ(get16(&d, USED_GPA), 0);
+	CHECK_EQ(get16(&d, USED_GPA + 2), 1);
+	/* Not on a queue the device may not touch. */
+	d.vq.broken = true;
+	CHECK_EQ(virtq_set_kicks(&d.vq, false), -EINVAL);
+	CHECK_EQ(get16(&d, USED_GPA), 0);
+	d.vq.broken = false;
+	d.vq.used_gpa = MEM_SIZE - 1;
+	CHECK_EQ(virtq_set_kicks(&d.vq, false), -EINVAL);
+	drv_free(&d);
+}
+
 static void expect_invalid(struct drv *d, const char *expect)
 {
 	const char *why = NULL;
@@ -867,6 +895,7 @@ int main(int argc, char **argv)
 	RUN(test_push_dirty_pages);
 	RUN(test_push_refused);
 	RUN(test_no_interrupt);
+	RUN(test_set_kicks);
 	RUN(test_validate);
 	return unit_done();
 }
