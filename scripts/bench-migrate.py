@@ -247,13 +247,18 @@ class Bench:
                 self.reread(d, dst_sock, res)
             return res
         finally:
-            stop(src)
-            stop_any(dst)
-            for role in ("src", "dst"):
-                try:
-                    os.unlink(Peer.sock(n, role))
-                except OSError:
-                    pass
+            self.reap(n, src, dst)
+
+    @staticmethod
+    def reap(n, src, dst):
+        """Stops measurement n's VMMs and removes their control sockets."""
+        stop(src)
+        stop_any(dst)
+        for role in ("src", "dst"):
+            try:
+                os.unlink(Peer.sock(n, role))
+            except OSError:
+                pass
 
     def after(self, case, d, n0, res):
         """What the guest shows at the destination: its stalls, and in the
@@ -367,13 +372,7 @@ class Bench:
             for q in (qs, qd):
                 if q:
                     q.close()
-            stop(src)
-            stop_any(dst)
-            for role in ("src", "dst"):
-                try:
-                    os.unlink(Peer.sock(n, role))
-                except OSError:
-                    pass
+            self.reap(n, src, dst)
 
 
 def fmt(v, f="%.0f"):
