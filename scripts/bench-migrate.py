@@ -70,7 +70,7 @@ import sys
 import tempfile
 import time
 
-from benchproc import Peer, log, read, spawn, stop, stop_any, tail, wait_until  # beside this file
+from benchproc import Peer, log, read, stop, stop_any, tail, wait_until  # beside this file
 from qmp import QMP  # scripts/qmp.py, beside this file
 
 READY = "vmm-bench: ready"
@@ -446,8 +446,6 @@ def main():
     ap.add_argument("--work", default="", help="the work directory's parent (shared by both hosts with --dest-host)")
     ap.add_argument("--label", default="", help="a label for every row (the link), in --json-out")
     ap.add_argument("--json-out", default="", help="write every row as JSON (for scripts/bench-plot.py)")
-    if sys.argv[1:2] == ["--spawn"]:
-        return spawn(sys.argv[2:])
     a = ap.parse_args()
     if a.dest_host and not (a.work and os.environ.get("VMM_PAIR_DIR")):
         ap.error("--dest-host needs --work (a directory both hosts share) and VMM_PAIR_DIR (testhost-pair)")

@@ -2,6 +2,7 @@
 and starting destinations here or, with --dest-host, on host 2 of
 scripts/testhost-pair (Peer).  Run with /usr/bin/python3."""
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -41,6 +42,77 @@ def port_listening(port):
         except OSError:
             pass
     return False
+
+
+# vmm's vCPU threads and QEMU's: their CPU time is the guest's, not the
+# migration's.
+VCPU_THREAD = re.compile(r"^(vcpu\d+|CPU \d+/KVM)$")
+TICK_MS = 1000.0 / os.sysconf("SC_CLK_TCK")
+
+
+def _ticks(stat_path):
+    with open(stat_path) as f:
+        s = f.read()
+    fields = s[s.rindex(")") + 2:].split()
+    return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+
+
+def cpu_ms(pid):
+    """(the process's CPU time, its vCPU threads' CPU time), user + system,
+    in ms (clock-tick resolution); None once it is gone. The process's
+    figure includes threads that already ended."""
+    try:
+        total = _ticks("/proc/%d/stat" % pid)
+        vcpu = 0
+        for tid in os.listdir("/proc/%d/task" % pid):
+            if VCPU_THREAD.match(read("/proc/%d/task/%s/comm" % (pid, tid)).strip()):
+                vcpu += _ticks("/proc/%d/task/%s/stat" % (pid, tid))
+    except (OSError, ValueError, IndexError):
+        return None
+    return total * TICK_MS, vcpu * TICK_MS
+
+
+class VcpuWatch:
+    """Samples a local process's vCPU time every 100 ms, so that the
+    figure survives the process (a vmm source exits when it is done; its
+    vCPUs stopped before that)."""
+
+    def __init__(self, pid):
+        import threading
+        self.pid, self.last, self.stop_ = pid, None, threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stop_.is_set():
+            c = cpu_ms(self.pid)
+            if c is None:
+                return
+            self.last = c
+            self.stop_.wait(0.1)
+
+    def stop(self):
+        self.stop_.set()
+        self.thread.join()
+        return self.last
+
+
+def reap_cpu_ms(p, timeout):
+    """Waits up to timeout s for the local child p to exit and reaps it:
+    its whole CPU time (user + system, all threads) in ms, or None if it
+    did not exit."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+        except ChildProcessError:
+            return None
+        if pid:
+            p.returncode = os.waitstatus_to_exitcode(status)
+            return (ru.ru_utime + ru.ru_stime) * 1000
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.05)
 
 
 def wait_until(pred, timeout, step=0.2):
@@ -129,6 +201,17 @@ class Peer:
                 tail(r.stderr.decode("utf-8", "replace")), tail(read(err_path)))
         return RemoteProc(self, int(out[-1])), None
 
+    def cpu_ms(self, p):
+        """cpu_ms() of a destination, here or on host 2."""
+        if not isinstance(p, RemoteProc):
+            return cpu_ms(p.pid) if p else None
+        r = self.on2(["/usr/bin/python3", os.path.abspath(__file__), "--cpu", str(p.pid)], 60)
+        out = r.stdout.decode("utf-8", "replace").split()
+        try:
+            return float(out[-2]), float(out[-1])
+        except (IndexError, ValueError):
+            return None
+
     def run(self, argv, timeout=30):
         """Runs a short command where the destinations run: (status, stdout, stderr)."""
         if self.host:
@@ -139,11 +222,12 @@ class Peer:
 
 
 def spawn(argv):
-    """--spawn PORT ERR -- CMD...: run on host 2 by Peer.start. Starts CMD in
+    """--spawn PORT ERR -- CMD...: run on host 2 by Peer.start (this file's
+    main). Starts CMD in
     its own session (so that it outlives this), its stderr to ERR; waits
     until it listens on PORT; prints its pid."""
     if len(argv) < 4 or argv[2] != "--" or not argv[0].isdigit():
-        print("usage: bench-migrate.py --spawn PORT ERR -- CMD...", file=sys.stderr)
+        print("usage: benchproc.py --spawn PORT ERR -- CMD...", file=sys.stderr)
         return 2
     port, err = int(argv[0]), argv[1]
     p = subprocess.Popen(argv[3:], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -154,3 +238,22 @@ def spawn(argv):
         return 1
     print(p.pid)
     return 0
+
+
+def print_cpu(argv):
+    """--cpu PID: run on host 2 by Peer.cpu_ms. Prints cpu_ms(PID)."""
+    c = cpu_ms(int(argv[0])) if argv and argv[0].isdigit() else None
+    if c is None:
+        return 1
+    print("%.0f %.0f" % c)
+    return 0
+
+
+if __name__ == "__main__":
+    # Peer runs this file on host 2: `--spawn PORT ERR -- CMD...` or `--cpu PID`.
+    if sys.argv[1:2] == ["--spawn"]:
+        sys.exit(spawn(sys.argv[2:]))
+    if sys.argv[1:2] == ["--cpu"]:
+        sys.exit(print_cpu(sys.argv[2:]))
+    print("usage: benchproc.py --spawn PORT ERR -- CMD... | --cpu PID", file=sys.stderr)
+    sys.exit(2)

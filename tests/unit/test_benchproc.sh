@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# scripts/benchproc.py's entry points, which bench-migrate --pair runs on
+# test host 2 through `testhost-pair exec 2`: `--spawn PORT ERR -- CMD`
+# starts CMD in its own session, waits until it listens on PORT and prints
+# its pid; `--cpu PID` prints the process's and its vCPU threads' CPU ms.
+# Run here with a local listener: no test host needed.
+set -u
+cd "$(dirname "$0")/../.."
+py=/usr/bin/python3
+work=$(mktemp -d)
+pid=
+trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"' EXIT
+bad=0
+check() { # NAME OK WHY
+	if [ "$2" = 0 ]; then echo "PASS: benchproc_$1"; else echo "FAIL: benchproc_$1 ($3)"; bad=1; fi
+}
+
+port=$(( 20000 + RANDOM % 20000 ))
+out=$("$py" scripts/benchproc.py --spawn "$port" "$work/err" -- \
+	"$py" -c "import socket, time; s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', $port)); s.listen(); time.sleep(60)" 2>&1)
+rc=$?
+pid=$(tail -n1 <<<"$out")
+ok=1
+[ $rc = 0 ] && [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null && ok=0
+check spawn_prints_pid_of_listener $ok "status $rc, output '$out'"
+
+out=$("$py" scripts/benchproc.py --cpu "${pid:-0}" 2>&1)
+rc=$?
+ok=1
+[ $rc = 0 ] && [[ "$out" =~ ^[0-9]+\ [0-9]+$ ]] && ok=0
+check cpu_prints_two_figures $ok "status $rc, output '$out'"
+
+out=$("$py" scripts/benchproc.py --spawn "$port" "$work/err2" -- false 2>&1)
+rc=$?
+ok=1
+[ $rc != 0 ] && grep -q "not listening on port $port" <<<"$out" && ok=0
+check spawn_fails_when_nothing_listens $ok "status $rc, output '$out'"
+
+out=$("$py" scripts/benchproc.py 2>&1)
+rc=$?
+ok=1
+[ $rc = 2 ] && grep -q usage <<<"$out" && ok=0
+check usage $ok "status $rc, output '$out'"
+exit $bad
