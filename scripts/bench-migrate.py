@@ -41,6 +41,12 @@ a destination on loopback TCP and migrates once:
            bandwidth cap does not decide the time), migrate, poll
            query-migrate until completed.  Figures: total-time, downtime,
            setup-time, ram.transferred.  Hint on and off: 2 per case.
+  CPU      both processes' user + system time during the migration,
+           without their vCPU threads (vmm's `vcpuN`, QEMU's `CPU N/KVM`),
+           from /proc: the source's from the migrate command to its end
+           (a vmm source exits then: its exit status's rusage, its vCPUs'
+           last 100 ms sample), the destination's from listening to the
+           end; printed with every row, per GiB of guest RAM in the table.
 
 --dest-host ADDR puts every destination on another host: this script
 runs on host 1 of scripts/testhost-pair and starts each destination on
@@ -70,7 +76,7 @@ import sys
 import tempfile
 import time
 
-from benchproc import Peer, log, read, stop, stop_any, tail, wait_until  # beside this file
+from benchproc import Peer, VcpuWatch, cpu_ms, log, read, reap_cpu_ms, stop, stop_any, tail, wait_until  # beside this file
 from qmp import QMP  # scripts/qmp.py, beside this file
 
 READY = "vmm-bench: ready"
@@ -177,7 +183,7 @@ class Bench:
         d = os.path.join(self.work, "%02d-vmm" % n)
         os.mkdir(d)
         res = {"case": case, "vmm": "vmm", "skip": skip, "compress": compress, "drop": drop}
-        src = dst = None
+        src = dst = watch = None
         try:
             src_argv = [self.a.vmm, "run", "--kernel", self.a.kernel, "--initrd", self.a.initrd] + \
                 self.vmm_common(case) + ["--api-socket", Peer.sock(n, "src"), "--console", "file:" + d + "/src.out",
@@ -201,6 +207,8 @@ class Bench:
                 res["error"] = err
                 return res
             n0 = len(STALL.findall(read(d + "/src.out")))
+            dst_cpu0, src_cpu0 = self.peer.cpu_ms(dst), cpu_ms(src.pid)
+            watch = VcpuWatch(src.pid)
             mig = [self.a.vmm, "migrate", Peer.sock(n, "src"), "tcp:%s:%d" % (self.peer.addr(), port),
                    "--compress", compress, "--connections", str(self.a.connections),
                    "--json"] + ([] if skip else ["--no-skip-free"]) + \
@@ -232,8 +240,16 @@ class Bench:
                        pages="%d/%d/%d" % (st["pages_raw"], st["pages_zstd"], st["pages_zero"]),
                        dropped=st.get("drop_guest_cache"), drop_wait_ms=st.get("drop_cache_wait_ms"),
                        note=r.stderr.decode("utf-8", "replace").strip())
+            dst_cpu1 = self.peer.cpu_ms(dst)
+            # The source exits once the destination runs: its CPU time
+            # from the exit status, its vCPUs' from the last sample.
+            src_total = reap_cpu_ms(src, 30)
+            src_vcpu = watch.stop()
+            if src_total is not None and src_cpu0 and src_vcpu:
+                res["src_cpu_ms"] = src_total - src_cpu0[0] - (src_vcpu[1] - src_cpu0[1])
+            if dst_cpu0 and dst_cpu1:
+                res["dst_cpu_ms"] = (dst_cpu1[0] - dst_cpu0[0]) - (dst_cpu1[1] - dst_cpu0[1])
             # The guest must go on at the destination.
-            wait_until(lambda: src.poll() is not None, 30)
             _, out, err = self.peer.run([self.a.vmm, "status", dst_sock])
             try:
                 state = json.loads(out).get("state")
@@ -247,6 +263,8 @@ class Bench:
                 self.reread(d, dst_sock, res)
             return res
         finally:
+            if watch:
+                watch.stop()
             self.reap(n, src, dst)
 
     @staticmethod
@@ -331,6 +349,7 @@ class Bench:
             params = qs.cmd("query-migrate-parameters")
             res["qemu_params"] = "max-bandwidth %s, downtime-limit %s ms" % (
                 params.get("max-bandwidth"), params.get("downtime-limit"))
+            src_cpu0, dst_cpu0 = cpu_ms(src.pid), self.peer.cpu_ms(dst)
             t0 = time.monotonic()
             qs.cmd("migrate", uri="tcp:%s:%d" % (self.peer.addr(), port))
             st = {}
@@ -341,6 +360,10 @@ class Bench:
                     break
                 time.sleep(0.1)
             res["wall_ms"] = (time.monotonic() - t0) * 1000
+            src_cpu1, dst_cpu1 = cpu_ms(src.pid), self.peer.cpu_ms(dst)
+            for k, c0, c1 in (("src_cpu_ms", src_cpu0, src_cpu1), ("dst_cpu_ms", dst_cpu0, dst_cpu1)):
+                if c0 and c1:
+                    res[k] = (c1[0] - c0[0]) - (c1[1] - c0[1])
             if st.get("status") != "completed":
                 res["error"] = "QEMU migration status %r after %.0f s: %s; source stderr %r; destination stderr %r" % (
                     st.get("status"), time.monotonic() - t0, json.dumps(st),
@@ -397,7 +420,7 @@ def merge(runs):
         return r
     r.pop("error", None)
     for k in ("total_ms", "downtime_ms", "setup_ms", "bytes", "used_kib", "skipped", "iterations",
-              "stall_ms", "stall_before_ms"):
+              "stall_ms", "stall_before_ms", "src_cpu_ms", "dst_cpu_ms"):
         vals = [x[k] for x in ok if x.get(k) is not None]
         if vals:
             r[k] = median(vals)
@@ -408,6 +431,15 @@ def merge(runs):
         if k in mid:
             r[k] = mid[k]
     return r
+
+
+def cpu_cell(r, mem_mib):
+    """Both VMM processes' CPU time outside their vCPU threads during the
+    migration (user + system), and that per GiB of guest RAM."""
+    s, d = r.get("src_cpu_ms"), r.get("dst_cpu_ms")
+    if s is None or d is None:
+        return "%s + %s" % (fmt(s), fmt(d))
+    return "%.0f + %.0f (%.0f)" % (s, d, (s + d) / (mem_mib / 1024.0))
 
 
 def with_range(r, k):
@@ -489,9 +521,10 @@ def main():
         if "error" in r:
             log("bench-migrate:   FAILED: %s" % r["error"])
         else:
-            log("bench-migrate:   total %.0f ms, downtime %.0f ms, setup %.0f ms, %.1f MiB sent, used %.1f MiB%s" % (
+            log("bench-migrate:   total %.0f ms, downtime %.0f ms, setup %.0f ms, %.1f MiB sent, used %.1f MiB, "
+                "CPU outside the vCPUs %s ms source, %s ms destination%s" % (
                 r["total_ms"], r["downtime_ms"], r["setup_ms"], r["bytes"] / MIB,
-                r.get("used_kib", 0) / 1024,
+                r.get("used_kib", 0) / 1024, fmt(r.get("src_cpu_ms")), fmt(r.get("dst_cpu_ms")),
                 ", skipped %d pages (hinted/reported/untouched %s)" % (r["skipped"], r["skipped_detail"])
                 if who == "vmm" else ""))
 
@@ -505,29 +538,32 @@ def main():
         print()
     main_cases = [c for c in cases if c != "pagecache"]
     if main_cases:
-        print("| case | VMM | skip/hint | compress | total ms | downtime ms | setup ms | MiB sent | pages skipped (hinted/reported/untouched) | iterations | guest used MiB |%s" % (
+        print("| case | VMM | skip/hint | compress | total ms | downtime ms | setup ms | MiB sent | pages skipped (hinted/reported/untouched) | iterations | guest used MiB | CPU ms source + destination (per GiB) |%s" % (
             " guest's longest stall ms (before) |" if a.stall else ""))
-        print("|---|---|---|---|---|---|---|---|---|---|---|%s" % ("---|" if a.stall else ""))
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|%s" % ("---|" if a.stall else ""))
     for r in rows:
         if r["case"] == "pagecache":
             continue
         sk = "skip " if r["vmm"] == "vmm" else "hint "
         sk += "on" if r["skip"] else "off"
         if "error" in r:
-            print("| %s | %s | %s | %s | FAILED | | | | | | %s |%s" % (
+            print("| %s | %s | %s | %s | FAILED | | | | | | %s | |%s" % (
                 r["case"], r["vmm"], sk, r["compress"], fmt(r.get("used_kib") and r["used_kib"] / 1024, "%.1f"),
                 " |" if a.stall else ""))
             continue
-        print("| %s | %s | %s | %s | %s | %s | %.0f | %.1f | %s | %s | %s |%s" % (
+        print("| %s | %s | %s | %s | %s | %s | %.0f | %.1f | %s | %s | %s | %s |%s" % (
             r["case"], r["vmm"], sk, r["compress"], with_range(r, "total_ms"),
             with_range(r, "downtime_ms") + (" (%d failed)" % r["failed"] if r["failed"] else ""),
             r["setup_ms"], r["bytes"] / MIB,
             "%d (%s)" % (r["skipped"], r["skipped_detail"]) if r["vmm"] == "vmm" else "n/a",
-            fmt(r.get("iterations")), fmt(r.get("used_kib") and r["used_kib"] / 1024, "%.1f"),
+            fmt(r.get("iterations")), fmt(r.get("used_kib") and r["used_kib"] / 1024, "%.1f"), cpu_cell(r, a.mem),
             " %s (%s) |" % (fmt(r.get("stall_ms")), fmt(r.get("stall_before_ms"))) if a.stall else ""))
     print()
     print("vmm migrate --connections %d. Pages sent: vmm raw/zstd/zero; QEMU normal/zero "
-          "(ram.normal/ram.duplicate). QEMU iterations = ram.dirty-sync-count." % a.connections)
+          "(ram.normal/ram.duplicate). QEMU iterations = ram.dirty-sync-count. CPU: user + system time "
+          "of each VMM process during the migration, without its vCPU threads (the guest's), from "
+          "/proc (source: from the migrate command to its end; destination: from listening to the "
+          "end)." % a.connections)
     for r in rows:
         if "error" not in r:
             print("- %s %s %s %s%s: pages %s%s" % (
@@ -599,6 +635,12 @@ def main():
                 ok = v["downtime_ms"] <= q["downtime_ms"]
                 lines.append("downtime %.0f ms ≤ QEMU-with-hint's %.0f ms: %s" % (
                     v["downtime_ms"], q["downtime_ms"], verdict(ok)))
+                oks.append(ok)
+                vc, qc = [None if x.get("src_cpu_ms") is None or x.get("dst_cpu_ms") is None
+                          else x["src_cpu_ms"] + x["dst_cpu_ms"] for x in (v, q)]
+                ok = None if vc is None or qc is None else vc <= 0.5 * qc
+                lines.append("CPU (both sides, outside the vCPUs) %s ms ≤ 0.5× QEMU-with-hint's %s ms: %s" % (
+                    fmt(vc), fmt(qc), verdict(ok)))
                 oks.append(ok)
                 if a.stall:
                     vs, qs = v.get("stall_ms"), q.get("stall_ms")
