@@ -72,9 +72,11 @@ static uint64_t balloon_features(struct virtio_dev *dev)
 		f |= 1ULL << VIRTIO_BALLOON_F_STATS_VQ;
 	if (b->opts.deflate_on_oom)
 		f |= 1ULL << VIRTIO_BALLOON_F_DEFLATE_ON_OOM;
-	/* Offered with hinting: it only acts when a round asks for it. */
+	/* Offered with hinting: drop-cache only acts when a round asks for it;
+	 * free ranges change what a round sends, not what it means. */
 	if (b->opts.free_page_hint)
-		f |= 1ULL << VIRTIO_BALLOON_F_FREE_PAGE_HINT | 1ULL << BALLOON_F_DROP_CACHE;
+		f |= 1ULL << VIRTIO_BALLOON_F_FREE_PAGE_HINT | 1ULL << BALLOON_F_DROP_CACHE |
+		     1ULL << BALLOON_F_FREE_RANGES;
 	if (b->opts.free_page_reporting)
 		f |= 1ULL << VIRTIO_BALLOON_F_REPORTING;
 	return f;
@@ -488,9 +490,10 @@ json_t *balloon_stats_json(struct balloon *b)
 			snprintf(name, sizeof(name), "tag-%u", tag);
 		json_object_set_new(stats, name, json_integer((json_int_t)b->stats[i].val));
 	}
-	reply = json_pack("{s:I, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o}",
+	reply = json_pack("{s:I, s:b, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o}",
 			  "hint_cmd_id", (json_int_t)b->hint_cmd_id,
 			  "drop_cache_negotiated", virtio_has_feature(&b->dev, BALLOON_F_DROP_CACHE),
+			  "free_ranges_negotiated", virtio_has_feature(&b->dev, BALLOON_F_FREE_RANGES),
 			  "target_bytes", (json_int_t)b->num_pages << 12,
 			  "actual_bytes", (json_int_t)b->actual << 12,
 			  "inflated_pages", (json_int_t)b->inflated_pages,

@@ -31,6 +31,10 @@ int balloon_parse_options(const char *s, struct balloon_options *opts, char *err
  * to drop its clean caches first. Bit 23 is the last device-specific bit
  * below the transport's; upstream allocates balloon bits from 0 up. */
 #define BALLOON_F_DROP_CACHE 23
+/* Also ours: a hint round reports every run of free pages, down to single
+ * pages, as buffers of any length, instead of allocated 4 MiB blocks. The
+ * device side needs nothing new: a hinted buffer is a hinted buffer. */
+#define BALLOON_F_FREE_RANGES 22
 /* The drop_cache config field (le32 at offset 16): /proc/sys/vm/drop_caches bits. */
 #define BALLOON_DROP_PAGECACHE 1u
 #define BALLOON_DROP_SLAB 2u

@@ -24,7 +24,7 @@ FILE_MIB=200
 # kernel's own parser splits its command line at double quotes. The kernel
 # logs its command line, hence a pattern that does not match itself.
 GUEST=$(cat <<'EOF'
-for d in /sys/bus/virtio/devices/*; do [ $(cat $d/device) = 0x0005 ] && echo dropbit $(cut -c24 $d/features); done;
+for d in /sys/bus/virtio/devices/*; do [ $(cat $d/device) = 0x0005 ] && echo dropbit $(cut -c24 $d/features) && echo rangebit $(cut -c23 $d/features); done;
 mi() { awk -v k=$1 '$1 == k { print $2 }' /proc/meminfo; };
 st() { echo cached $(mi Cached:); echo droplog $(dmesg | grep -c 'dropped cache[s] ('); };
 cs() { tr -d . </proc/uptime | cut -d' ' -f1; };
@@ -113,6 +113,11 @@ if [ "$(json_field "$st" drop_cache_negotiated)" = True ] && [ "$(last_value p0 
 else
 	fail drop_cache_negotiated "guest's bit 23: '$(last_value p0 dropbit)'; stats: $st"
 fi
+if [ "$(json_field "$st" free_ranges_negotiated)" = True ] && [ "$(last_value p0 rangebit)" = 1 ]; then
+	pass free_ranges_negotiated
+else
+	fail free_ranges_negotiated "guest's bit 22: '$(last_value p0 rangebit)'; stats: $st"
+fi
 
 # A plain hint round must not drop anything: the flag is off.
 cached0=$(last_value p0 cached)
@@ -185,7 +190,7 @@ else
 	cleanup
 fi
 
-# --- A stock kernel: no bit 23; the options say so and change nothing. ---
+# --- A stock kernel: no bit 23 or 22; the options say so and change nothing. ---
 if [ ! -e "$STOCK_KERNEL" ]; then
 	fail stock_kernel_not_negotiated "$STOCK_KERNEL is missing (make guest)"
 	exit 0
@@ -198,10 +203,11 @@ if ! wait_for $((60 * SLOW)) seen s0 droplog; then
 	exit 0
 fi
 st=$(stats s0)
-if [ "$(json_field "$st" drop_cache_negotiated)" = False ] && [ "$(last_value s0 dropbit)" = 0 ]; then
+if [ "$(json_field "$st" drop_cache_negotiated)" = False ] && [ "$(last_value s0 dropbit)" = 0 ] &&
+	[ "$(json_field "$st" free_ranges_negotiated)" = False ] && [ "$(last_value s0 rangebit)" = 0 ]; then
 	pass stock_kernel_not_negotiated
 else
-	fail stock_kernel_not_negotiated "guest's bit 23: '$(last_value s0 dropbit)'; stats: $st"
+	fail stock_kernel_not_negotiated "guest's bits 23 and 22: '$(last_value s0 dropbit)' '$(last_value s0 rangebit)'; stats: $st"
 fi
 
 hint=$("$VMM" hint "$WORK/s0.sock" --drop-cache --json 2>"$WORK/hint.err")
