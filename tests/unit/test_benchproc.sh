@@ -15,7 +15,9 @@ check() { # NAME OK WHY
 	if [ "$2" = 0 ]; then echo "PASS: benchproc_$1"; else echo "FAIL: benchproc_$1 ($3)"; bad=1; fi
 }
 
-port=$(( 20000 + RANDOM % 20000 ))
+# A port nothing listens on: the kernel picks one.
+free_port() { "$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+port=$(free_port)
 out=$("$py" scripts/benchproc.py --spawn "$port" "$work/err" -- \
 	"$py" -c "import socket, time; s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', $port)); s.listen(); time.sleep(60)" 2>&1)
 rc=$?
@@ -30,10 +32,14 @@ ok=1
 [ $rc = 0 ] && [[ "$out" =~ ^[0-9]+\ [0-9]+$ ]] && ok=0
 check cpu_prints_two_figures $ok "status $rc, output '$out'"
 
-out=$("$py" scripts/benchproc.py --spawn "$port" "$work/err2" -- false 2>&1)
+# Nothing may listen on the port of this case: not the listener above.
+[ -n "$pid" ] && kill "$pid" 2>/dev/null
+pid=
+port2=$(free_port)
+out=$("$py" scripts/benchproc.py --spawn "$port2" "$work/err2" -- false 2>&1)
 rc=$?
 ok=1
-[ $rc != 0 ] && grep -q "not listening on port $port" <<<"$out" && ok=0
+[ $rc != 0 ] && grep -q "not listening on port $port2" <<<"$out" && ok=0
 check spawn_fails_when_nothing_listens $ok "status $rc, output '$out'"
 
 out=$("$py" scripts/benchproc.py 2>&1)
