@@ -291,34 +291,61 @@ static int add_data(struct send_lane *l, uint64_t page)
 	return 0;
 }
 
-/* Zero and skipped pages of the whole pass share records: a range costs
- * 12 bytes and the receiver at most one madvise, however long it is. */
-static int add_nodata(struct send_lane *l, struct nodata_list *nl, enum stream_ram_encoding enc,
-		      uint64_t page)
+/* Pages from `page` on that lie in the same RAM region, so that their
+ * guest physical addresses are contiguous. */
+static uint64_t pages_in_region(const struct guest_mem *mem, uint64_t page)
 {
-	uint64_t gpa = page_gpa(&l->rs->vm->mem, page);
-	int rc;
+	uint64_t split = mem->nregions > 1 ? mem->regions[1].offset >> GUEST_PAGE_SHIFT : 0;
 
-	if ((nl->pages == STREAM_RAM_MAX_ZERO_PAGES ||
-	     (nl->nr == STREAM_RAM_MAX_RANGES && !extends(nl->r, nl->nr, gpa))) &&
-	    (rc = flush_nodata(l, nl, enc)))
-		return rc;
-	range_add(nl->r, &nl->nr, gpa);
-	nl->pages++;
+	return page < split ? split - page : UINT64_MAX;
+}
+
+/* Zero and skipped pages of the whole pass share records: a range costs
+ * 12 bytes and the receiver at most one madvise, however long it is.
+ * Pages [page, page + n) join the list a stretch at a time, not one by
+ * one: in the bulk pass most of a mostly free guest is skipped, and a
+ * per-page cost there is what the pass took its time for. */
+static int add_nodata(struct send_lane *l, struct nodata_list *nl, enum stream_ram_encoding enc,
+		      uint64_t page, uint64_t n)
+{
+	const struct guest_mem *mem = &l->rs->vm->mem;
+
+	while (n) {
+		uint64_t gpa = page_gpa(mem, page), k = pages_in_region(mem, page);
+		int rc;
+
+		if ((nl->pages == STREAM_RAM_MAX_ZERO_PAGES ||
+		     (nl->nr == STREAM_RAM_MAX_RANGES && !extends(nl->r, nl->nr, gpa))) &&
+		    (rc = flush_nodata(l, nl, enc)))
+			return rc;
+		if (k > n)
+			k = n;
+		if (k > STREAM_RAM_MAX_ZERO_PAGES - nl->pages)
+			k = STREAM_RAM_MAX_ZERO_PAGES - nl->pages;
+		if (extends(nl->r, nl->nr, gpa)) {
+			nl->r[nl->nr - 1].pages += (uint32_t)k;
+		} else {
+			nl->r[nl->nr].gpa = gpa;
+			nl->r[nl->nr++].pages = (uint32_t)k;
+		}
+		nl->pages += k;
+		page += k;
+		n -= k;
+	}
 	return 0;
 }
 
 static int add_zero(struct send_lane *l, uint64_t page)
 {
-	return add_nodata(l, &l->zero, STREAM_RAM_ZERO, page);
+	return add_nodata(l, &l->zero, STREAM_RAM_ZERO, page, 1);
 }
 
 /* The bulk pass accounts for every page: what it does not send goes as
  * SKIP, so the destination can tell a complete stream from one that lost
  * RAM (docs/migration-stream.md). */
-static int add_skip(struct send_lane *l, uint64_t page)
+static int add_skip(struct send_lane *l, uint64_t page, uint64_t n)
 {
-	return add_nodata(l, &l->skip, STREAM_RAM_SKIP, page);
+	return add_nodata(l, &l->skip, STREAM_RAM_SKIP, page, n);
 }
 
 static bool page_discarded(const struct ram_sender *rs, uint64_t page)
@@ -373,6 +400,12 @@ static bool taken(const struct send_lane *l, uint64_t i)
 	return l->mask[i / 64] >> (i % 64) & 1;
 }
 
+/* Whether page p (read into the pagemap from page lo on) is in memory. */
+static bool resident(const struct send_lane *l, uint64_t lo, uint64_t p)
+{
+	return l->pagemap[p - lo] & (PAGEMAP_PRESENT | PAGEMAP_SWAPPED);
+}
+
 /* Sends the pages of one stripe that are in the send set. The whole send
  * set was re-protected right after the sync (ram_sender_protect), so a
  * write that lands while a page is read is in the copy or dirties the
@@ -386,42 +419,43 @@ static int send_stripe(struct send_lane *l, uint64_t first, uint64_t n, bool bul
 
 	if ((rc = lane_check_abort(l)))
 		return rc;
-	if (!take_stripe(l, first, n, bulk)) {
+	if (!take_stripe(l, first, n, bulk))
 		/* Only a hint clears bits of the bulk pass: all skipped. */
-		for (uint64_t p = first; bulk && !rc && p < first + n; p++)
-			rc = add_skip(l, p);
-		return rc;
-	}
+		return bulk ? add_skip(l, first, n) : 0;
 	while (!taken(l, lo - first))
 		lo++;
 	while (!taken(l, hi - 1 - first))
 		hi--;
-	for (uint64_t p = first; bulk && !rc && p < lo; p++)
-		rc = add_skip(l, p);
-	if (rc)
+	if (bulk && lo > first && (rc = add_skip(l, first, lo - first)))
 		return rc;
 	/* Residency is read in both modes: a page never touched (or
 	 * discarded by the balloon) reads as zero and need not be read. */
 	if ((rc = read_pagemap(l, lo, hi)))
 		return rc;
-	for (uint64_t p = lo; p < hi; p++) {
-		uint64_t pm = l->pagemap[p - lo];
-
+	for (uint64_t p = lo, q; p < hi; p = q) {
+		q = p + 1;
 		if (!taken(l, p - first)) {
-			/* Hinted free during the bulk pass. */
-			rc = bulk ? add_skip(l, p) : 0;
-		} else if (!(pm & (PAGEMAP_PRESENT | PAGEMAP_SWAPPED))) {
-			/* The destination's memory is still zero in the bulk pass. */
+			/* Hinted free during the bulk pass: the whole run at once. */
+			while (q < hi && !taken(l, q - first))
+				q++;
+			rc = bulk ? add_skip(l, p, q - p) : 0;
+		} else if (!resident(l, lo, p)) {
+			/* Never touched or discarded, so zero here: in the bulk
+			 * pass the destination's memory is still zero too. */
+			while (q < hi && taken(l, q - first) && !resident(l, lo, q))
+				q++;
 			if (skip) {
-				if (page_discarded(rs, p))
-					atomic_fetch_add_explicit(&l->st.skipped_reported, 1,
-								  memory_order_relaxed);
-				else
-					atomic_fetch_add_explicit(&l->st.skipped_untouched, 1,
-								  memory_order_relaxed);
-				rc = add_skip(l, p);
+				uint64_t reported = 0;
+
+				for (uint64_t i = p; i < q; i++)
+					reported += page_discarded(rs, i);
+				atomic_fetch_add_explicit(&l->st.skipped_reported, reported,
+							  memory_order_relaxed);
+				atomic_fetch_add_explicit(&l->st.skipped_untouched, q - p - reported,
+							  memory_order_relaxed);
+				rc = add_skip(l, p, q - p);
 			} else {
-				rc = add_zero(l, p);
+				rc = add_nodata(l, &l->zero, STREAM_RAM_ZERO, p, q - p);
 			}
 		} else if (ram_page_is_zero(page_hva(rs, p), GUEST_PAGE_SIZE)) {
 			rc = add_zero(l, p);
@@ -431,9 +465,7 @@ static int send_stripe(struct send_lane *l, uint64_t first, uint64_t n, bool bul
 		if (rc)
 			return rc;
 	}
-	for (uint64_t p = hi; bulk && !rc && p < first + n; p++)
-		rc = add_skip(l, p);
-	return rc;
+	return bulk && hi < first + n ? add_skip(l, hi, first + n - hi) : 0;
 }
 
 static unsigned stripe_lane(const struct ram_sender *rs, uint64_t first_page)
