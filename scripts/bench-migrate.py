@@ -245,8 +245,8 @@ class Bench:
             # from the exit status, its vCPUs' from the last sample.
             src_total = reap_cpu_ms(src, 30)
             src_vcpu = watch.stop()
-            if src_total is not None and src_cpu0 and src_vcpu:
-                res["src_cpu_ms"] = src_total - src_cpu0[0] - (src_vcpu[1] - src_cpu0[1])
+            if src_total is not None and src_cpu0 and src_vcpu is not None:
+                res["src_cpu_ms"] = src_total - src_cpu0[0] - (src_vcpu - src_cpu0[1])
             if dst_cpu0 and dst_cpu1:
                 res["dst_cpu_ms"] = (dst_cpu1[0] - dst_cpu0[0]) - (dst_cpu1[1] - dst_cpu0[1])
             # The guest must go on at the destination.

@@ -57,44 +57,53 @@ def _ticks(stat_path):
     return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
 
 
+def vcpu_ms(pid):
+    """{thread id: CPU ms} of the process's vCPU threads; None once it is gone."""
+    try:
+        return {tid: _ticks("/proc/%d/task/%s/stat" % (pid, tid)) * TICK_MS
+                for tid in os.listdir("/proc/%d/task" % pid)
+                if VCPU_THREAD.match(read("/proc/%d/task/%s/comm" % (pid, tid)).strip())}
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def cpu_ms(pid):
     """(the process's CPU time, its vCPU threads' CPU time), user + system,
     in ms (clock-tick resolution); None once it is gone. The process's
     figure includes threads that already ended."""
     try:
-        total = _ticks("/proc/%d/stat" % pid)
-        vcpu = 0
-        for tid in os.listdir("/proc/%d/task" % pid):
-            if VCPU_THREAD.match(read("/proc/%d/task/%s/comm" % (pid, tid)).strip()):
-                vcpu += _ticks("/proc/%d/task/%s/stat" % (pid, tid))
+        total = _ticks("/proc/%d/stat" % pid) * TICK_MS
     except (OSError, ValueError, IndexError):
         return None
-    return total * TICK_MS, vcpu * TICK_MS
+    vcpus = vcpu_ms(pid)
+    return None if vcpus is None else (total, sum(vcpus.values()))
 
 
 class VcpuWatch:
-    """Samples a local process's vCPU time every 100 ms, so that the
-    figure survives the process (a vmm source exits when it is done; its
-    vCPUs stopped before that)."""
+    """Samples a local process's vCPU threads every 100 ms, so that their
+    figure survives them (a vmm source exits when it is done, its vCPU
+    threads first; they stopped running before that). Each thread keeps
+    its last sample once it is gone."""
 
     def __init__(self, pid):
         import threading
-        self.pid, self.last, self.stop_ = pid, None, threading.Event()
+        self.pid, self.seen, self.stop_ = pid, {}, threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
     def _run(self):
         while not self.stop_.is_set():
-            c = cpu_ms(self.pid)
-            if c is None:
+            v = vcpu_ms(self.pid)
+            if v is None:
                 return
-            self.last = c
+            self.seen.update(v)
             self.stop_.wait(0.1)
 
     def stop(self):
+        """The vCPU threads' CPU ms at their last samples, or None."""
         self.stop_.set()
         self.thread.join()
-        return self.last
+        return sum(self.seen.values()) if self.seen else None
 
 
 def reap_cpu_ms(p, timeout):

@@ -42,6 +42,37 @@ ok=1
 [ $rc != 0 ] && grep -q "not listening on port $port2" <<<"$out" && ok=0
 check spawn_fails_when_nothing_listens $ok "status $rc, output '$out'"
 
+# A vCPU thread that ends before its process (a vmm source's do) keeps
+# its figure: 300 ms of its own CPU, then it idles (a paused vCPU) and
+# ends, and the process spends 200 ms more.
+out=$(cd scripts && "$py" -c '
+import subprocess, sys
+from benchproc import VcpuWatch, reap_cpu_ms
+child = """
+import threading, time
+def spin(s):
+    t = time.thread_time()
+    while time.thread_time() - t < s:
+        pass
+def vcpu():
+    with open("/proc/self/task/%d/comm" % threading.get_native_id(), "w") as f:
+        f.write("vcpu0")
+    spin(0.3)
+    time.sleep(1)
+t = threading.Thread(target=vcpu)
+t.start()
+t.join()
+spin(0.2)
+"""
+p = subprocess.Popen([sys.executable, "-c", child])
+w = VcpuWatch(p.pid)
+total = reap_cpu_ms(p, 60)
+print("%.0f %.0f" % (w.stop() or 0, total or 0))' 2>&1)
+read -r vcpu total <<<"$out"
+ok=1
+[[ "$vcpu" =~ ^[0-9]+$ ]] && [ "$vcpu" -ge 250 ] && [ "$((total - vcpu))" -ge 150 ] && ok=0
+check vcpu_thread_keeps_its_figure $ok "output '$out': vCPU ms, process ms"
+
 out=$("$py" scripts/benchproc.py 2>&1)
 rc=$?
 ok=1
