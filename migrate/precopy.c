@@ -245,7 +245,8 @@ static int commit(struct sender *s)
 		 * source does afterwards is cleanup, not migration time. */
 		STAT_SET(s, s->m->st.end_ns = now_ns());
 	}
-	mig_trace("source: RUNNING, process CPU %.0f ms", mig_trace_cpu_ms());
+	mig_trace("source: RUNNING, process CPU %.0f ms, this thread's %.0f ms", mig_trace_cpu_ms(),
+		  mig_trace_thread_cpu_ms());
 	return rc;
 }
 

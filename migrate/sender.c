@@ -526,6 +526,7 @@ int sender_lane_pass(struct send_lane *l, const struct send_pass *p)
 {
 	struct ram_sender *rs = l->rs;
 	uint64_t t0 = now_ns(), b0 = l->conn->bytes_queued, p0 = l->ram_pages;
+	double cpu0 = mig_trace_on() ? mig_trace_thread_cpu_ms() : 0;
 	int rc = send_prefix(l, p);
 
 	l->t_compress = l->t_wait = 0;
@@ -573,9 +574,11 @@ int sender_lane_pass(struct send_lane *l, const struct send_pass *p)
 	if (p->bulk && l->bulk_unlogged)
 		mig_trace("lane %u: %llu pages of the bulk pass were not in the first sync's set",
 			  l->index, (unsigned long long)l->bulk_unlogged);
-	mig_trace("lane %u pass done in %.1f ms: %llu pages, %llu bytes; compress %.1f,"
+	mig_trace("lane %u pass done in %.1f ms (its CPU %.0f ms): %llu pages, %llu bytes; compress %.1f,"
 		  " waiting for the socket and the destination %.1f ms", l->index,
-		  (double)(now_ns() - t0) / 1e6, (unsigned long long)(l->ram_pages - p0),
+		  (double)(now_ns() - t0) / 1e6,
+		  mig_trace_on() ? mig_trace_thread_cpu_ms() - cpu0 : 0,
+		  (unsigned long long)(l->ram_pages - p0),
 		  (unsigned long long)(l->conn->bytes_queued - b0), (double)l->t_compress / 1e6,
 		  (double)l->t_wait / 1e6);
 	return rc;
