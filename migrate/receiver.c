@@ -15,7 +15,11 @@
 #include "vmm/vm.h"
 
 #define RECV_SLICE_MS 500        /* how often a waiting lane looks at the others */
-#define RECV_READ (1u << 20)   /* per recv, unless a record needs more */
+#define RECV_COMPACT (1u << 20) /* undecoded bytes move to the front past this offset */
+#define RECV_AHEAD 8192          /* read past the record in hand: the next header and head */
+/* The longest head of a RAM record: header, RAM header, ranges. */
+#define RAM_HEAD_MAX (STREAM_HDR_SIZE + STREAM_RAM_HDR_SIZE + \
+		      STREAM_RAM_MAX_RANGES * STREAM_RAM_RANGE_SIZE)
 
 int recv_shared_init(struct recv_shared *rx, struct vm *vm)
 {
@@ -114,28 +118,46 @@ static uint32_t rd32(const uint8_t *p)
 	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
-/* How much to read next. The undecoded bytes (at most one record's worth)
- * move to the front once they are past the first RECV_READ bytes: every
- * page of the buffer costs a fault the first time it is written, so the
- * buffer is kept to the few MiB in use rather than all of it. */
+static uint16_t rd16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] | p[1] << 8);
+}
+
+/* How much to read next. Little past the record in hand: the pages of a
+ * RAW record are received straight into guest memory once its head is
+ * here (recv_load_ram), and every byte of them read into the buffer
+ * instead is copied once more. So a RAM record is read up to its longest
+ * possible head, and anything else to its end, plus RECV_AHEAD for the
+ * next header. The undecoded bytes (at most one record's worth) move to
+ * the front once they are past the first RECV_COMPACT bytes: every page
+ * of the buffer costs a fault the first time it is written, so the buffer
+ * is kept to the few MiB in use rather than all of it. */
 static size_t make_room(struct recv_lane *l)
 {
-	size_t need = STREAM_HDR_SIZE, pending = l->have - l->start;
+	size_t need = STREAM_HDR_SIZE, pending = l->have - l->start, want;
+	bool ram = false;
 
-	if (pending >= STREAM_HDR_SIZE) /* the decoder has judged this header */
+	if (pending >= STREAM_HDR_SIZE) { /* the decoder has judged this header */
 		need += rd32(l->buf + l->start + 4);
-	if (l->start >= RECV_READ || l->start + need > RECV_BUF_SIZE) {
+		ram = rd16(l->buf + l->start) == STREAM_RAM;
+	}
+	if (l->start >= RECV_COMPACT || l->start + need + RECV_AHEAD > RECV_BUF_SIZE) {
 		memmove(l->buf, l->buf + l->start, pending);
 		l->start = 0;
 		l->have = pending;
 	}
-	need = need > pending + RECV_READ ? need - pending : RECV_READ;
-	return need < RECV_BUF_SIZE - l->have ? need : RECV_BUF_SIZE - l->have;
+	if (ram && need > RAM_HEAD_MAX && pending < RAM_HEAD_MAX)
+		want = RAM_HEAD_MAX - pending;
+	else if (pending < need)
+		want = need - pending + RECV_AHEAD;
+	else
+		want = RECV_AHEAD;
+	return want < RECV_BUF_SIZE - l->have ? want : RECV_BUF_SIZE - l->have;
 }
 
-/* Up to len bytes, looking at the other lanes meanwhile. Gives up when
- * no connection brought anything for timeout_ms. */
-static int receive_more(struct recv_lane *l, size_t len, int timeout_ms)
+/* Some bytes into iov[0, n), looking at the other lanes meanwhile: their
+ * count, or an error once no connection brought anything for timeout_ms. */
+static ssize_t receive_some(struct recv_lane *l, struct iovec *iov, unsigned n, int timeout_ms)
 {
 	uint64_t start = now_ns(), limit = (uint64_t)timeout_ms * 1000000ULL;
 	char w[32];
@@ -144,7 +166,7 @@ static int receive_more(struct recv_lane *l, size_t len, int timeout_ms)
 		uint64_t now = now_ns(), last = atomic_load(&l->rx->progress_ns);
 		uint64_t deadline = (last > start ? last : start) + limit;
 		int slice = RECV_SLICE_MS;
-		ssize_t n;
+		ssize_t got;
 
 		if (atomic_load(&l->rx->abort))
 			return -ESHUTDOWN;
@@ -153,27 +175,42 @@ static int receive_more(struct recv_lane *l, size_t len, int timeout_ms)
 					 where(l, w, sizeof(w)), timeout_ms / 1000.0);
 		if ((uint64_t)slice * 1000000ULL > deadline - now)
 			slice = (int)((deadline - now) / 1000000ULL) + 1;
-		n = mig_conn_recv(&l->conn, l->buf + l->have, len, slice);
+		got = n == 1 ? mig_conn_recv(&l->conn, iov[0].iov_base, iov[0].iov_len, slice)
+			     : mig_conn_recvv(&l->conn, iov, n, slice);
 		l->t_wait += now_ns() - now;
-		if (n > 0) {
+		if (got > 0) {
 			atomic_store(&l->rx->progress_ns, now_ns());
-			l->have += (size_t)n;
-			return 0;
+			return got;
 		}
-		if (n == 0)
+		if (got == 0)
 			return recv_fail(l->rx, -ECONNRESET,
 					 "%sthe migration stream ended early (source gone?)",
 					 where(l, w, sizeof(w)));
-		if (n != -ETIMEDOUT)
-			return recv_fail(l->rx, (int)n, "%sreceiving the migration stream: %s",
-					 where(l, w, sizeof(w)), strerror((int)-n));
+		if (got != -ETIMEDOUT)
+			return recv_fail(l->rx, (int)got, "%sreceiving the migration stream: %s",
+					 where(l, w, sizeof(w)), strerror((int)-got));
 	}
+}
+
+/* Up to len more bytes into the buffer. */
+static int receive_more(struct recv_lane *l, size_t len, int timeout_ms)
+{
+	struct iovec iov = { l->buf + l->have, len };
+	ssize_t got = receive_some(l, &iov, 1, timeout_ms);
+
+	if (got < 0)
+		return (int)got;
+	l->have += (size_t)got;
+	return 0;
 }
 
 int recv_lane_next(struct recv_lane *l, struct stream_record *rec, int timeout_ms)
 {
 	char w[32];
 
+	if (l->pending)
+		return recv_fail(l->rx, -EPROTO, "%sa RAM record's pages were never received",
+				 where(l, w, sizeof(w)));
 	l->start += l->used;
 	l->used = 0;
 	if (l->start == l->have)
@@ -183,10 +220,21 @@ int recv_lane_next(struct recv_lane *l, struct stream_record *rec, int timeout_m
 		uint64_t t0 = now_ns();
 		int rc = stream_decode(l->buf + l->start, l->have - l->start, rec, &used);
 
+		/* Not all here: a RAW record's pages need only its head. */
+		if (!rc)
+			rc = stream_decode_ram_head(l->buf + l->start, l->have - l->start, rec,
+						    &used);
 		l->t_decode += now_ns() - t0;
 		if (rc < 0)
 			return recv_fail(l->rx, rc, "%sbad migration stream: %s",
 					 where(l, w, sizeof(w)), stream_strerror(rc));
+		if (rc > 0 && rec->type == STREAM_RAM && !rec->ram.data &&
+		    rec->ram.encoding == STREAM_RAM_RAW) {
+			l->pending = true;
+			l->pend_data = l->buf + l->start + used;
+			l->pend_have = l->have - l->start - used;
+			used = l->have - l->start;
+		}
 		if (rc > 0) {
 			l->used = used;
 			l->bytes += used;
@@ -197,6 +245,51 @@ int recv_lane_next(struct recv_lane *l, struct stream_record *rec, int timeout_m
 		if (rc)
 			return rc;
 	}
+}
+
+/* The pages of a RAW record whose head came alone: those the buffer holds
+ * already, then the rest from the socket straight into guest memory. The
+ * ranges were checked: each lies inside one region of RAM. */
+static int receive_pages(struct recv_lane *l, const struct stream_record *rec)
+{
+	struct vm *vm = l->rx->vm;
+	const uint8_t *src = l->pend_data;
+	size_t have = l->pend_have, left = rec->ram.data_len;
+	struct iovec *iov = l->iov;
+	unsigned n = 0;
+	char w[32];
+
+	l->pending = false;
+	for (unsigned i = 0; i < rec->ram.nr_ranges; i++) {
+		struct stream_range r = stream_ram_range(rec, i);
+		size_t len = (size_t)r.pages << GUEST_PAGE_SHIFT, c = have < len ? have : len;
+		uint8_t *dst = gpa_to_hva(&vm->mem, r.gpa, len);
+
+		if (!dst)
+			return recv_fail(l->rx, -EINVAL, "%sRAM range outside guest memory",
+					 where(l, w, sizeof(w)));
+		memcpy(dst, src, c);
+		src += c;
+		have -= c;
+		left -= c;
+		if (c < len)
+			iov[n++] = (struct iovec){ dst + c, len - c };
+	}
+	while (left) {
+		uint64_t t0 = now_ns();
+		ssize_t got = receive_some(l, iov, n, mig_timeout_ms(RECV_TIMEOUT_MS));
+
+		l->t_write -= now_ns() - t0; /* counted as waiting */
+		if (got < 0)
+			return (int)got;
+		if ((size_t)got > left)
+			return recv_fail(l->rx, -EIO, "%sreceived more than asked", where(l, w, sizeof(w)));
+		mig_iov_advance(&iov, &n, (size_t)got);
+		left -= (size_t)got;
+		l->bytes += (uint64_t)got;
+		l->bytes_direct += (uint64_t)got;
+	}
+	return 0;
 }
 
 int recv_load_ram(struct recv_lane *l, const struct stream_record *rec)
@@ -220,6 +313,11 @@ int recv_load_ram(struct recv_lane *l, const struct stream_record *rec)
 	}
 	if (ram->encoding == STREAM_RAM_SKIP)
 		return 0;
+	if (ram->encoding == STREAM_RAM_RAW && !ram->data) {
+		rc = receive_pages(l, rec);
+		l->t_write += now_ns() - t0;
+		return rc;
+	}
 	if (ram->encoding == STREAM_RAM_ZSTD) {
 		struct stream_range r = stream_ram_range(rec, 0);
 		/* One range: decompressed where the pages go. */
@@ -265,9 +363,11 @@ int recv_load_ram(struct recv_lane *l, const struct stream_record *rec)
 
 void recv_lane_trace(const struct recv_lane *l, const char *what)
 {
-	mig_trace("destination: connection %u %s: %llu records, %llu bytes; waiting %.1f ms,"
-		  " decoding %.1f ms, writing pages %.1f ms", l->index, what,
+	mig_trace("destination: connection %u %s: %llu records, %llu bytes (%llu of them received"
+		  " straight into guest memory); waiting %.1f ms, decoding %.1f ms, writing pages"
+		  " %.1f ms", l->index, what,
 		  (unsigned long long)l->records, (unsigned long long)l->bytes,
+		  (unsigned long long)l->bytes_direct,
 		  (double)l->t_wait / 1e6, (double)l->t_decode / 1e6, (double)l->t_write / 1e6);
 }
 

@@ -6,7 +6,9 @@
  * received (no copy of the stream), checked (each connection has its own
  * order checker, which also keeps every RAM range inside the connection's
  * own stripes), and their pages written straight into guest memory: a
- * zstd frame of one range is decompressed in place. Any lane's error
+ * zstd frame of one range is decompressed in place, and the pages of a
+ * RAW record are received there from the socket once its head (header and
+ * ranges) is here and checked, without passing through the buffer. Any lane's error
  * stops all of them; the first one is what vmm reports. */
 #ifndef MIGRATE_RECEIVER_H
 #define MIGRATE_RECEIVER_H
@@ -14,6 +16,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <sys/uio.h>
 
 #include "migrate/bitmap.h"
 #include "migrate/ram.h"
@@ -57,7 +60,15 @@ struct recv_lane {
 	pthread_t thread;
 	bool thread_started;
 	int rc;
+	/* A RAW RAM record whose pages are still to come: recv_lane_next()
+	 * returned its head, recv_load_ram() receives its pages straight
+	 * into guest memory, the first pend_have of them from pend_data. */
+	bool pending;
+	const uint8_t *pend_data;
+	size_t pend_have;
+	struct iovec iov[STREAM_RAM_MAX_RANGES];
 	uint64_t t_wait, t_decode, t_write; /* ns, for the trace */
+	uint64_t bytes_direct;       /* page bytes received straight into guest memory */
 	uint64_t bytes, records;
 	uint64_t records_ram;        /* RAM records so far */
 };
@@ -77,9 +88,13 @@ int recv_lane_init(struct recv_shared *rx, struct recv_lane *l, unsigned index, 
 void recv_lane_free(struct recv_lane *l);
 /* The next record: its type, with rec pointing into the lane's buffer
  * until the next call; or a negative code after recv_fail() (also when
- * another lane failed, or nothing came on any connection for timeout_ms). */
+ * another lane failed, or nothing came on any connection for timeout_ms).
+ * A RAW RAM record may come as its head alone (rec->ram.data NULL): its
+ * pages are still on the connection, and the caller must pass it to
+ * recv_load_ram() before it asks for the next record. */
 int recv_lane_next(struct recv_lane *l, struct stream_record *rec, int timeout_ms);
-/* Writes a RAM record's pages into guest memory. 0 or an error (failed). */
+/* Writes a RAM record's pages into guest memory (receiving them there
+ * first when only the head came). 0 or an error (failed). */
 int recv_load_ram(struct recv_lane *l, const struct stream_record *rec);
 /* Sends ACK(phase) on the lane's connection (from the thread reading it). */
 int recv_lane_ack(struct recv_lane *l, enum stream_phase phase);

@@ -11,8 +11,9 @@
  * once (ram_sender_protect: one KVM_CLEAR_DIRTY_LOG per memory slot).
  * During a pass each lane takes the bits of its own stripes atomically,
  * reads their residency with one pagemap read per stripe, and sends them:
- * data pages as RAW or zstd records of up to 1 MiB (zstd always from a copy
- * of the pages, see compress_data), zero pages gathered
+ * data pages as RAW or zstd records of up to 1 MiB (RAW straight from guest
+ * memory, zstd always from a copy of the pages, see compress_data), zero
+ * pages gathered
  * into ZERO records of many ranges. Free page hints (ram_sender_hint)
  * take pages out of the send bitmap from the balloon's thread while
  * lanes run: both sides take bits atomically.
@@ -32,6 +33,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 #include "migrate/bitmap.h"
 #include "migrate/dirty.h"
@@ -95,6 +97,9 @@ struct send_lane {
 	pthread_t thread;
 	bool thread_started;
 	uint8_t *bufs[SEND_LANE_BUFS];
+	/* A RAW record goes as its head (in the buffer) and its pages, sent
+	 * from guest memory: one iovec per range. */
+	struct iovec iov[SEND_LANE_BUFS][1 + SEND_CHUNK_PAGES];
 	uint64_t buf_end[SEND_LANE_BUFS]; /* conn->bytes_queued after the buffer's record */
 	unsigned next_buf;
 	uint8_t *staging;           /* the data pages, copied for zstd */

@@ -7,11 +7,13 @@
  *
  *   record = header (12 bytes) + payload (length bytes, at most 16 MiB)
  *   +--------+--------+------------+--------------------------------+-------
- *   | type   | flags  | length     | XXH3-64(payload,               | payload
+ *   | type   | flags  | length     | XXH3-64(payload*,              | payload
  *   |        |        |            |   seed = le64 header[0..8)),   |
  *   |        |        |            |   low 32 bits                  |
  *   | le16   | le16   | le32       | le32                           |
  *   +--------+--------+------------+--------------------------------+-------
+ *
+ *   * a RAW RAM record's checksum covers its payload up to its page data
  *
  * Every multi-byte field is little-endian and read and written byte by byte.
  * Type 0 is invalid, unknown types and flags are errors (never skipped).
@@ -28,7 +30,7 @@
 #include <sys/types.h>
 
 #define STREAM_MAGIC   0x47494d56u /* "VMIG" on the wire */
-#define STREAM_VERSION 3
+#define STREAM_VERSION 4
 
 #define STREAM_HDR_SIZE    12
 #define STREAM_MAX_PAYLOAD (16u << 20)
@@ -208,6 +210,17 @@ struct stream_record {
  * are there, before its payload arrives); or a STREAM_E_* code. Never reads
  * past len. *consumed is 0 unless a record is returned. */
 int stream_decode(const uint8_t *buf, size_t len, struct stream_record *out, size_t *consumed);
+
+/* The head of a RAW RAM record (header, RAM header and ranges: the bytes
+ * its checksum covers) at the start of buf[0, len), so that its page data
+ * can be received straight into guest memory. Returns STREAM_RAM with *out
+ * decoded and checked as stream_decode() would (ram.data NULL, ram.data_len
+ * the page bytes that follow) and *head_len the head's size; 0 when buf
+ * does not start with a RAW RAM record whose head is all there (then
+ * stream_decode() decides); or a STREAM_E_* code for a head that is wrong.
+ * Never reads past len. */
+int stream_decode_ram_head(const uint8_t *buf, size_t len, struct stream_record *out,
+			   size_t *head_len);
 
 /* One human line for a STREAM_E_* code or a -errno. */
 const char *stream_strerror(int err);

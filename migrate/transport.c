@@ -8,6 +8,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <net/if.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -440,6 +441,71 @@ static struct mig_send *slot_at(struct mig_conn *c, unsigned k)
 	return &c->slots[(c->head + k) % c->depth];
 }
 
+size_t mig_iov_advance(struct iovec **iov, unsigned *iovcnt, size_t n)
+{
+	struct iovec *v = *iov;
+	unsigned cnt = *iovcnt;
+	size_t done = 0;
+
+	while (cnt) {
+		if (v->iov_len && done == n)
+			break;
+		if (v->iov_len > n - done) {
+			/* Only the partial entry moves: entries used up whole
+			 * keep their values for callers that reuse the array. */
+			v->iov_base = (uint8_t *)v->iov_base + (n - done);
+			v->iov_len -= n - done;
+			done = n;
+			break;
+		}
+		done += v->iov_len;
+		v++;
+		cnt--;
+	}
+	*iov = v;
+	*iovcnt = cnt;
+	return done;
+}
+
+/* Points msg at the longest prefix of iov[0, cnt) (iov[0] non-empty) that
+ * holds at most MAX_SQE_LEN bytes, or at *part, the first MAX_SQE_LEN bytes
+ * of iov[0] when that entry alone is longer: the result is an int. Returns
+ * the bytes msg describes. */
+static size_t msg_prefix(struct msghdr *msg, struct iovec *iov, unsigned cnt, struct iovec *part)
+{
+	size_t sum = 0;
+	unsigned n = 0;
+
+	memset(msg, 0, sizeof(*msg));
+	if (iov[0].iov_len > MAX_SQE_LEN) {
+		part->iov_base = iov[0].iov_base;
+		part->iov_len = MAX_SQE_LEN;
+		msg->msg_iov = part;
+		msg->msg_iovlen = 1;
+		return MAX_SQE_LEN;
+	}
+	while (n < cnt && iov[n].iov_len <= MAX_SQE_LEN - sum)
+		sum += iov[n++].iov_len;
+	msg->msg_iov = iov;
+	msg->msg_iovlen = n;
+	return sum;
+}
+
+/* Prepares the send of what is left of slot s (at most MAX_SQE_LEN bytes)
+ * and notes its size in s->sub. */
+static void prep_slot(struct mig_conn *c, struct io_uring_sqe *sqe, struct mig_send *s)
+{
+	size_t left = s->len - s->off;
+
+	if (s->iov) {
+		s->sub = msg_prefix(&s->msg, s->iov, s->iovcnt, &s->part);
+		io_uring_prep_sendmsg(sqe, c->fd, &s->msg, (unsigned)c->send_flags);
+	} else {
+		s->sub = left > MAX_SQE_LEN ? MAX_SQE_LEN : left;
+		io_uring_prep_send(sqe, c->fd, s->buf + s->off, s->sub, c->send_flags);
+	}
+}
+
 /* The queued buffers go out as one linked chain, and the next chain only
  * once this one has completed: the kernel runs linked sends in order, but
  * independent sends on one socket can overtake each other. */
@@ -460,9 +526,8 @@ static void submit_chain(struct mig_conn *c)
 
 		if (!sqe)
 			break;
-		s->sub = left > MAX_SQE_LEN ? MAX_SQE_LEN : left;
+		prep_slot(c, sqe, s);
 		s->inflight = true;
-		io_uring_prep_send(sqe, c->fd, s->buf + s->off, s->sub, c->send_flags);
 		io_uring_sqe_set_data64(sqe, ud_pack(MIG_TAG_SEND, (unsigned)(s - c->slots)));
 		n++;
 		/* A slot sent in pieces ends the chain: its next piece must
@@ -496,6 +561,9 @@ static void on_send(struct mig_conn *c, unsigned idx, int res)
 			c->send_error = -EIO;
 		s->off += (size_t)res;
 		c->bytes_sent += (uint64_t)res;
+		/* The SQE is done with msg: the remainder starts past res. */
+		if (s->iov)
+			mig_iov_advance(&s->iov, &s->iovcnt, (size_t)res);
 		if ((size_t)res < s->sub) {
 			c->short_sends++;
 			c->chain_broken = true;
@@ -649,18 +717,15 @@ void mig_conn_close(struct mig_conn *c)
 
 /* ---- mig_conn: sending ---- */
 
-int mig_conn_send(struct mig_conn *c, const void *buf, size_t len)
+/* Queues a slot of len (> 0) bytes: buf, or iov[0, iovcnt) with iov[0]
+ * non-empty. Waits for a free slot when all depth are in use. */
+static int queue_slot(struct mig_conn *c, const void *buf, struct iovec *iov, unsigned iovcnt,
+		      size_t len)
 {
 	int64_t deadline;
 	struct mig_send *s;
 	int r;
 
-	if (!c->ring_ok)
-		return -EBADF;
-	if (c->send_error)
-		return c->send_error;
-	if (len == 0)
-		return 0;
 	if (c->count == c->depth) {
 		deadline = deadline_of(SEND_WAIT_MS);
 		while (c->count == c->depth && !c->send_error) {
@@ -673,6 +738,8 @@ int mig_conn_send(struct mig_conn *c, const void *buf, size_t len)
 	}
 	s = slot_at(c, c->count);
 	s->buf = buf;
+	s->iov = iov;
+	s->iovcnt = iovcnt;
 	s->len = len;
 	s->off = 0;
 	s->sub = 0;
@@ -681,6 +748,39 @@ int mig_conn_send(struct mig_conn *c, const void *buf, size_t len)
 	c->bytes_queued += len;
 	reap(c); /* completions so far; starts a chain if none is in flight */
 	return c->send_error;
+}
+
+int mig_conn_send(struct mig_conn *c, const void *buf, size_t len)
+{
+	if (!c->ring_ok)
+		return -EBADF;
+	if (c->send_error)
+		return c->send_error;
+	if (len == 0)
+		return 0;
+	return queue_slot(c, buf, NULL, 0, len);
+}
+
+int mig_conn_sendv(struct mig_conn *c, struct iovec *iov, unsigned iovcnt)
+{
+	size_t total = 0;
+
+	if (!c->ring_ok)
+		return -EBADF;
+	if (iovcnt == 0 || iovcnt > IOV_MAX)
+		return -EINVAL;
+	for (unsigned i = 0; i < iovcnt; i++) {
+		if (iov[i].iov_len > SIZE_MAX - total)
+			return -EINVAL;
+		total += iov[i].iov_len;
+	}
+	if (c->send_error)
+		return c->send_error;
+	if (total == 0)
+		return 0;
+	/* Leading empty entries would make the first SQE ask for nothing. */
+	mig_iov_advance(&iov, &iovcnt, 0);
+	return queue_slot(c, NULL, iov, iovcnt, total);
 }
 
 /* Unlike mig_conn_wait_sent, returns only once the kernel holds none of
@@ -755,7 +855,10 @@ static void recv_cancel(struct mig_conn *c)
 		;
 }
 
-ssize_t mig_conn_recv(struct mig_conn *c, void *buf, size_t len, int timeout_ms)
+/* One recv into buf[0, len), or (iov != NULL) one recvmsg into
+ * iov[0, iovcnt) through c->recv_msg, with the linked timeout. */
+static ssize_t recv_one(struct mig_conn *c, void *buf, size_t len, struct iovec *iov,
+			unsigned iovcnt, int timeout_ms)
 {
 	struct __kernel_timespec ts;
 	struct io_uring_sqe *sqe;
@@ -766,17 +869,33 @@ ssize_t mig_conn_recv(struct mig_conn *c, void *buf, size_t len, int timeout_ms)
 		return -EBADF;
 	if (c->recv_error)
 		return c->recv_error;
-	if (len == 0 || c->recv_busy)
+	if (c->recv_busy)
 		return -EINVAL;
-	if (len > MAX_SQE_LEN)
-		len = MAX_SQE_LEN;
+	if (iov) {
+		if (iovcnt == 0 || iovcnt > IOV_MAX)
+			return -EINVAL;
+		/* Only moves the local view past empty entries, so that
+		 * msg_prefix starts at room to receive into. */
+		mig_iov_advance(&iov, &iovcnt, 0);
+		if (!iovcnt)
+			return -EINVAL;
+		len = msg_prefix(&c->recv_msg, iov, iovcnt, &c->recv_part);
+	} else {
+		if (len == 0)
+			return -EINVAL;
+		if (len > MAX_SQE_LEN)
+			len = MAX_SQE_LEN;
+	}
 	if (io_uring_sq_space_left(&c->ring) < 2)
 		(void)submit(c);
 	/* The recv and its linked timeout must be in one submission. */
 	sqe = io_uring_get_sqe(&c->ring);
 	if (!sqe)
 		return -EBUSY;
-	io_uring_prep_recv(sqe, c->fd, buf, len, 0);
+	if (iov)
+		io_uring_prep_recvmsg(sqe, c->fd, &c->recv_msg, 0);
+	else
+		io_uring_prep_recv(sqe, c->fd, buf, len, 0);
 	io_uring_sqe_set_data64(sqe, ud_pack(MIG_TAG_RECV, 0));
 	if (timeout_ms >= 0) {
 		sqe->flags |= IOSQE_IO_LINK;
@@ -813,6 +932,16 @@ ssize_t mig_conn_recv(struct mig_conn *c, void *buf, size_t len, int timeout_ms)
 		return -ETIMEDOUT;
 	c->recv_error = r;
 	return r;
+}
+
+ssize_t mig_conn_recv(struct mig_conn *c, void *buf, size_t len, int timeout_ms)
+{
+	return recv_one(c, buf, len, NULL, 0, timeout_ms);
+}
+
+ssize_t mig_conn_recvv(struct mig_conn *c, struct iovec *iov, unsigned iovcnt, int timeout_ms)
+{
+	return recv_one(c, NULL, 0, iov, iovcnt, timeout_ms);
 }
 
 int mig_conn_recv_all(struct mig_conn *c, void *buf, size_t len, int timeout_ms)

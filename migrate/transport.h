@@ -14,6 +14,10 @@
  * kernel would not break the chain on a short send, so each chain is then
  * one send long.
  *
+ * Scatter/gather (mig_conn_sendv/recvv): an iovec array is one send slot,
+ * sent with sendmsg in the same FIFO and chains as plain buffers, so RAM
+ * pages go out straight from guest memory and come in straight into it.
+ *
  * Errors: a send-side -errno from the kernel becomes the sending direction's
  * sticky error, returned by every later send and flush. The receiving
  * direction has its own sticky error, so a peer that refused and closed can
@@ -31,6 +35,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #define TRANSPORT_ADDR_TEXT 300
 
@@ -75,11 +80,19 @@ enum mig_tag {
 };
 
 struct mig_send {
-	const uint8_t *buf;
-	size_t len;
+	const uint8_t *buf;         /* a plain buffer (mig_conn_send), or NULL */
+	size_t len;                 /* total bytes of the slot */
 	size_t off;                 /* bytes confirmed sent */
 	size_t sub;                 /* bytes asked for by the SQE in flight */
 	bool inflight;              /* an SQE for it is in the current chain */
+	/* An iovec slot (mig_conn_sendv): what is left of the caller's array,
+	 * advanced in place as completions confirm bytes; msg (and part, when
+	 * one entry is longer than an SQE may ask for) describe the SQE in
+	 * flight and stay untouched until it completes. */
+	struct iovec *iov;
+	unsigned iovcnt;
+	struct msghdr msg;
+	struct iovec part;
 };
 
 struct mig_conn {
@@ -97,6 +110,8 @@ struct mig_conn {
 	bool recv_busy;             /* a recv SQE is in flight */
 	bool recv_done;
 	int recv_res;
+	struct msghdr recv_msg;     /* mig_conn_recvv's; one recv at a time */
+	struct iovec recv_part;
 	/* Statistics. */
 	uint64_t bytes_queued;      /* handed to mig_conn_send */
 	uint64_t bytes_sent;        /* confirmed by completions */
@@ -118,6 +133,16 @@ void mig_conn_close(struct mig_conn *c);
  * returns 0 (or the connection is closed). Waits for a free slot when all
  * depth are in use. 0 or the sticky error. */
 int mig_conn_send(struct mig_conn *c, const void *buf, size_t len);
+/* Queues the bytes of iov[0, iovcnt) as one slot, in order with the
+ * buffers of mig_conn_send. The array and the memory it points at must stay
+ * valid until those bytes are sent (mig_conn_wait_sent, mig_conn_flush), so
+ * a caller cannot reuse one array for the next call before that. The
+ * transport modifies the array in place: when the slot goes out in pieces
+ * (a short send, or more than 1 GiB), the entry a piece ends inside gets its
+ * iov_base/iov_len advanced past the bytes sent (entries sent whole are left
+ * as they were). A total of 0 queues nothing. 0, -EINVAL
+ * (iovcnt not 1..IOV_MAX, or the total overflows), or as mig_conn_send. */
+int mig_conn_sendv(struct mig_conn *c, struct iovec *iov, unsigned iovcnt);
 /* Waits until everything queued is sent: 0, the sticky error (when nothing
  * is in flight any more), or -ETIMEDOUT (buffers still in use: flush again
  * or close). timeout_ms < 0: forever. */
@@ -133,10 +158,23 @@ size_t mig_conn_unsent(const struct mig_conn *c);
 /* Receives 1..len bytes: their count, 0 on orderly EOF, -ETIMEDOUT (the
  * connection stays usable), or -errno (sticky for receiving). */
 ssize_t mig_conn_recv(struct mig_conn *c, void *buf, size_t len, int timeout_ms);
+/* mig_conn_recv into iov[0, iovcnt) (1..IOV_MAX entries, some maybe
+ * empty): 1..total bytes (filling the entries in order), 0 on orderly EOF,
+ * -ETIMEDOUT, -errno (sticky), or -EINVAL when there is no room at all. The
+ * array is not advanced: callers receiving a fixed amount do that with
+ * mig_iov_advance and the count returned. */
+ssize_t mig_conn_recvv(struct mig_conn *c, struct iovec *iov, unsigned iovcnt, int timeout_ms);
 /* Exactly len bytes within timeout_ms: 0, -ECONNRESET on EOF before len,
  * -ETIMEDOUT (sticky when some bytes were already consumed: the stream
  * position is lost), or -errno. */
 int mig_conn_recv_all(struct mig_conn *c, void *buf, size_t len, int timeout_ms);
+
+/* Advances the iovec array *iov of *iovcnt entries by n bytes in place:
+ * entries used up, and empty ones, are skipped (*iov and *iovcnt move past
+ * them, the entries themselves unchanged), and the entry n ends inside gets
+ * its iov_base/iov_len moved on. Afterwards (*iov)[0] is non-empty unless
+ * *iovcnt is 0. Returns the bytes advanced: n, or the total when less. */
+size_t mig_iov_advance(struct iovec **iov, unsigned *iovcnt, size_t n);
 
 /* The first sticky error of either direction, or 0. */
 int mig_conn_error(const struct mig_conn *c);

@@ -246,13 +246,14 @@ hello() {
 print(hello(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])).hex())' "$1" "$2" "${3:-1}"
 }
 bad_stream migrate_incoming_garbage "bad migration stream" "$(head -c 64 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-good=$(hello 3 $((256 << 20)))
+good=$(hello 4 $((256 << 20)))
 bad_stream migrate_incoming_truncated "stream ended early" "${good:0:40}"
 bad_stream migrate_incoming_version "unsupported stream version" "$(hello 2 $((256 << 20)))"
-bad_stream migrate_incoming_version4 "unsupported stream version" "$(hello 4 $((256 << 20)))"
-bad_stream migrate_incoming_mem_size "guest memory 256 MiB here, 512 MiB there" "$(hello 3 $((512 << 20)))"
+bad_stream migrate_incoming_version5 "unsupported stream version" "$(hello 5 $((256 << 20)))"
+bad_stream migrate_incoming_version3 "unsupported stream version" "$(hello 3 $((256 << 20)))"
+bad_stream migrate_incoming_mem_size "guest memory 256 MiB here, 512 MiB there" "$(hello 4 $((512 << 20)))"
 bad_stream migrate_incoming_connections "the source asks for 17 connections; at most 16 here" \
-	"$(hello 3 $((256 << 20)) 17)"
+	"$(hello 4 $((256 << 20)) 17)"
 
 # --- Streams that end before the guest has all it needs: refused before
 # READY, so the guest never runs. ---
@@ -264,7 +265,7 @@ short_stream() {
 	/usr/bin/python3 -c "$PYREC"'
 port, what, ram = int(sys.argv[1]), sys.argv[2], 256 << 20
 c0 = socket.create_connection(("127.0.0.1", port), timeout=120)
-c0.sendall(hello(3, ram, 1, 55))
+c0.sendall(hello(4, ram, 1, 55))
 assert read_rec(c0)[0] == 2  # ACK(SETUP)
 assert read_rec(c0)[0] == 2  # ACK(CONNECTED)
 c0.sendall(rec(4, struct.pack("<I", 0)))  # ITER 0
@@ -305,7 +306,7 @@ bad_join() {
 	/usr/bin/python3 -c "$PYREC"'
 port, what = int(sys.argv[1]), sys.argv[2]
 c0 = socket.create_connection(("127.0.0.1", port), timeout=120)
-c0.sendall(hello(3, 256 << 20, 2, 1234))
+c0.sendall(hello(4, 256 << 20, 2, 1234))
 assert read_rec(c0)[0] == 2  # ACK(SETUP)
 if what == "foreign":
     c1 = socket.create_connection(("127.0.0.1", port), timeout=120)

@@ -57,7 +57,10 @@ PYREC='
 import socket, struct, sys, xxhash
 def rec(t, p):
     h = struct.pack("<HHI", t, 0, len(p))
-    c = xxhash.xxh3_64_intdigest(p, seed=struct.unpack("<Q", h)[0]) & 0xffffffff
+    n = len(p)
+    if t == 3 and n >= 4 and p[0] == 1:  # RAW RAM: the pages are not covered
+        n = min(n, 4 + 12 * struct.unpack_from("<H", p, 2)[0])
+    c = xxhash.xxh3_64_intdigest(p[:n], seed=struct.unpack("<Q", h)[0]) & 0xffffffff
     return h + struct.pack("<I", c) + p
 # HELLO: magic, version, flags (ZSTD), page size, vCPUs, RAM, connections,
 # stripe shift (4 MiB), session, devices (by default those of 50-migrate:

@@ -47,8 +47,13 @@ static void fix_checksum(uint8_t *rec)
 {
 	uint32_t len = get32(rec + 4);
 	uint64_t seed = get32(rec) | (uint64_t)get32(rec + 4) << 32;
+	const uint8_t *p = rec + STREAM_HDR_SIZE;
 
-	put32(rec + 8, (uint32_t)XXH3_64bits_withSeed(rec + STREAM_HDR_SIZE, len, seed));
+	/* Version 4: a RAW RAM record's page data is not covered. */
+	if ((get32(rec) & 0xffff) == STREAM_RAM && len >= 4 && p[0] == STREAM_RAM_RAW &&
+	    4u + 12u * (p[2] | (uint32_t)p[3] << 8) < len)
+		len = 4 + 12 * (p[2] | (uint32_t)p[3] << 8);
+	put32(rec + 8, (uint32_t)XXH3_64bits_withSeed(p, len, seed));
 }
 
 /* Decodes n bytes; *consumed must be n for a record and 0 otherwise. */
@@ -96,7 +101,7 @@ static void test_hello_roundtrip(void)
 
 	REQUIRE(n == STREAM_HDR_SIZE + 38 + 24);
 	/* The magic and version on the wire, byte by byte. */
-	CHECK(memcmp(buf + STREAM_HDR_SIZE, "VMIG\x03\x00", 6) == 0);
+	CHECK(memcmp(buf + STREAM_HDR_SIZE, "VMIG\x04\x00", 6) == 0);
 	CHECK_EQ(buf[0], 1);
 	CHECK_EQ(buf[1], 0);
 	REQUIRE(decode_n(buf, (size_t)n, &rec) == STREAM_HELLO);
@@ -516,6 +521,88 @@ static void test_checksum(void)
 	CHECK_EQ(decode_n(buf, (size_t)n, &rec), STREAM_STATE);
 }
 
+/* Version 4: a RAW record's checksum covers its header and ranges, not
+ * its pages (they go from and into guest memory without a copy); every
+ * other record's covers all of its payload. */
+static void test_checksum_raw_covers_head_only(void)
+{
+	const struct stream_range ranges[] = { { 0x2000, 1 }, { 0x8000, 1 } };
+	uint8_t page[2 * PAGE];
+	struct stream_record rec;
+	size_t head = STREAM_HDR_SIZE + 4 + 2 * 12;
+	ssize_t n;
+
+	memset(page, 0x5a, sizeof(page));
+	n = stream_encode_ram(buf, sizeof(buf), STREAM_RAM_RAW, PAGE, ranges, 2, page, sizeof(page));
+	REQUIRE(n == (ssize_t)(head + 2 * PAGE));
+	/* A page byte changed: still the same record. */
+	buf[head + 100] ^= 0xff;
+	CHECK_EQ(decode_n(buf, (size_t)n, &rec), STREAM_RAM);
+	CHECK_EQ(rec.ram.data[100], 0x5a ^ 0xff);
+	/* A range changed (last byte of the second gpa), or the encoding: caught. */
+	buf[STREAM_HDR_SIZE + 4 + 12 + 1] ^= 0x10;
+	CHECK_EQ(decode_n(buf, (size_t)n, &rec), STREAM_E_CHECKSUM);
+	buf[STREAM_HDR_SIZE + 4 + 12 + 1] ^= 0x10;
+	buf[STREAM_HDR_SIZE + 2] ^= 0x01; /* 2 ranges -> 3 */
+	CHECK(decode_n(buf, (size_t)n, &rec) < 0);
+	buf[STREAM_HDR_SIZE + 2] ^= 0x01;
+	CHECK_EQ(decode_n(buf, (size_t)n, &rec), STREAM_RAM);
+	/* ZSTD's frame stays covered. */
+	memset(page, 0, sizeof(page));
+	{
+		uint8_t frame[8] = { 0x28, 0xb5, 0x2f, 0xfd, 1, 2, 3, 4 };
+
+		n = stream_encode_ram(buf, sizeof(buf), STREAM_RAM_ZSTD, PAGE, ranges, 2, frame, 8);
+		REQUIRE(n > 0);
+		buf[n - 1] ^= 0x01;
+		CHECK_EQ(decode_n(buf, (size_t)n, &rec), STREAM_E_CHECKSUM);
+	}
+}
+
+/* The head of a RAW record decodes before its pages are there. */
+static void test_ram_head(void)
+{
+	const struct stream_range ranges[] = { { 0x1000, 2 }, { 0x10000, 1 } };
+	uint8_t page[3 * PAGE];
+	struct stream_record rec;
+	size_t head = STREAM_HDR_SIZE + 4 + 2 * 12, hl = 99;
+	ssize_t n;
+
+	memset(page, 7, sizeof(page));
+	n = stream_encode_ram(buf, sizeof(buf), STREAM_RAM_RAW, PAGE, ranges, 2, page, sizeof(page));
+	REQUIRE(n == (ssize_t)(head + 3 * PAGE));
+	for (size_t len = 0; len < head; len++) {
+		CHECK_EQ(stream_decode_ram_head(buf, len, &rec, &hl), 0);
+		CHECK_EQ(hl, 0);
+	}
+	for (size_t len = head; len <= (size_t)n; len += 1000) {
+		hl = 0;
+		REQUIRE(stream_decode_ram_head(buf, len, &rec, &hl) == STREAM_RAM);
+		CHECK_EQ(hl, head);
+		CHECK_EQ(rec.ram.encoding, STREAM_RAM_RAW);
+		CHECK_EQ(rec.ram.nr_ranges, 2);
+		CHECK_EQ(rec.ram.pages, 3);
+		CHECK_EQ(rec.ram.data_len, 3 * PAGE);
+		CHECK(rec.ram.data == NULL);
+		CHECK_EQ(stream_ram_range(&rec, 1).gpa, 0x10000);
+	}
+	/* A corrupt range is caught by the head's checksum. */
+	buf[STREAM_HDR_SIZE + 4 + 3] ^= 0x01;
+	CHECK_EQ(stream_decode_ram_head(buf, head, &rec, &hl), STREAM_E_CHECKSUM);
+	buf[STREAM_HDR_SIZE + 4 + 3] ^= 0x01;
+	/* A length that does not match the ranges, checksum fixed. */
+	put32(buf + 4, get32(buf + 4) - PAGE);
+	fix_checksum(buf);
+	CHECK_EQ(stream_decode_ram_head(buf, head, &rec, &hl), STREAM_E_RAM_DATA);
+	/* Not RAW, or not RAM: 0, and stream_decode() decides. */
+	n = stream_encode_ram(buf, sizeof(buf), STREAM_RAM_ZERO, PAGE, ranges, 2, NULL, 0);
+	REQUIRE(n > 0);
+	CHECK_EQ(stream_decode_ram_head(buf, (size_t)n, &rec, &hl), 0);
+	n = stream_encode_iter(buf, sizeof(buf), 3);
+	REQUIRE(n > 0);
+	CHECK_EQ(stream_decode_ram_head(buf, (size_t)n, &rec, &hl), 0);
+}
+
 static void test_hello_errors(void)
 {
 	struct stream_record rec;
@@ -531,7 +618,8 @@ static void test_hello_errors(void)
 		CHECK_EQ(decode_n(buf, STREAM_HDR_SIZE + get32(buf + 4), &rec), (want));   \
 	} while (0)
 	HELLO_EXPECT(p[0] = 'X', STREAM_E_MAGIC);
-	HELLO_EXPECT(put16(p + 4, 4), STREAM_E_VERSION);
+	HELLO_EXPECT(put16(p + 4, 5), STREAM_E_VERSION);
+	HELLO_EXPECT(put16(p + 4, 3), STREAM_E_VERSION); /* version 3 hashed RAW pages */
 	HELLO_EXPECT(put16(p + 4, 2), STREAM_E_VERSION);
 	HELLO_EXPECT(put16(p + 4, 1), STREAM_E_VERSION);
 	HELLO_EXPECT(put16(p + 4, 0), STREAM_E_VERSION);
@@ -1130,6 +1218,8 @@ int main(int argc, char **argv)
 	RUN(test_truncated_needs_more);
 	RUN(test_header_errors);
 	RUN(test_checksum);
+	RUN(test_checksum_raw_covers_head_only);
+	RUN(test_ram_head);
 	RUN(test_hello_errors);
 	RUN(test_check_hello);
 	RUN(test_ack_error_errors);
