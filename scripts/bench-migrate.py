@@ -22,6 +22,11 @@ a destination on loopback TCP and migrates once:
                      `memcheck --dirty-mib` at --dirty-rate pages/s, its
                      pages checked on every pass; after the migration the
                      destination must print a new PASS and never a FAIL.
+           busy      as dirty, but memcheck rewrites its memory at full
+                     speed (`memcheck --dirty-mib max`: issue 12's busy
+                     guest).  vmm with its defaults (skip on, compress
+                     auto; it always auto-converges), QEMU with hint on and
+                     its auto-converge capability on, then off.
            Before idling the guest prints /proc/meminfo on its console;
            used memory = MemTotal - MemFree from that print.
   --stall  the guest then runs tests/guest/stallmon, which reads its clock
@@ -126,10 +131,10 @@ class Bench:
         job = "cat /proc/meminfo; echo %s; %s" % (READY, "stallmon 500" if self.a.stall else "sleep 3600")
         if case == "touched":
             job = "memtouch %d; sleep 2; " % self.a.touch_mib + job
-        elif case == "dirty":
+        elif case in ("dirty", "busy"):
             # Ready once memcheck has filled its memory and checked it once.
-            job = ("(memcheck %d %d | tee /tmp/mc) & until grep -q PASS /tmp/mc 2>/dev/null; do sleep 1; done; "
-                   % (self.a.dirty_mib, self.a.dirty_rate)) + job
+            job = ("(memcheck %d %s | tee /tmp/mc) & until grep -q PASS /tmp/mc 2>/dev/null; do sleep 1; done; "
+                   % (self.a.dirty_mib, self.a.dirty_rate if case == "dirty" else "max")) + job
         elif case == "pagecache":
             # Single quotes only inside: the kernel splits its command line
             # at double quotes.  MemTotal falling is the signal to re-read.
@@ -239,6 +244,7 @@ class Bench:
                                                     st["skipped_untouched"]),
                        pages="%d/%d/%d" % (st["pages_raw"], st["pages_zstd"], st["pages_zero"]),
                        dropped=st.get("drop_guest_cache"), drop_wait_ms=st.get("drop_cache_wait_ms"),
+                       throttle_pct=st.get("throttle_pct"), throttled_ms=st.get("throttled_ms"),
                        note=r.stderr.decode("utf-8", "replace").strip())
             dst_cpu1 = self.peer.cpu_ms(dst)
             # The source exits once the destination runs: its CPU time
@@ -284,7 +290,7 @@ class Bench:
         if self.a.stall:
             wait_until(lambda: len(STALL.findall(read(d + "/dst.out"))) >= 2, 30)
             res["stall_before_ms"], res["stall_ms"] = stalls(read(d + "/src.out"), n0, read(d + "/dst.out"))
-        if case == "dirty":
+        if case in ("dirty", "busy"):
             if not wait_until(lambda: "memcheck: PASS" in read(d + "/dst.out") or
                               "memcheck: FAIL" in read(d + "/dst.out"), self.a.timeout):
                 res["error"] = "no memcheck pass at the destination within %d s" % self.a.timeout
@@ -315,11 +321,12 @@ class Bench:
             argv += ["-incoming", "tcp:%s:%d" % (self.peer.listen(), port)]
         return argv
 
-    def run_qemu(self, case, hint):
+    def run_qemu(self, case, hint, converge=False):
         n, port = self.next()
         d = os.path.join(self.work, "%02d-qemu" % n)
         os.mkdir(d)
-        res = {"case": case, "vmm": "QEMU", "skip": hint, "compress": "none"}
+        res = {"case": case, "vmm": "QEMU", "skip": hint,
+               "compress": "auto-converge" if converge else "none"}
         src = dst = qs = qd = None
         try:
             argv = self.qemu_argv(case, hint, d, "src")
@@ -346,6 +353,9 @@ class Bench:
             n0 = len(STALL.findall(read(d + "/src.out")))
             qs = QMP(Peer.sock(n, "src"), 0, 60)
             qs.cmd("migrate-set-parameters", **{"max-bandwidth": self.a.qemu_max_bandwidth})
+            if converge:
+                qs.cmd("migrate-set-capabilities",
+                       capabilities=[{"capability": "auto-converge", "state": True}])
             params = qs.cmd("query-migrate-parameters")
             res["qemu_params"] = "max-bandwidth %s, downtime-limit %s ms" % (
                 params.get("max-bandwidth"), params.get("downtime-limit"))
@@ -356,6 +366,8 @@ class Bench:
             deadline = t0 + self.a.mig_timeout
             while time.monotonic() < deadline:
                 st = qs.cmd("query-migrate")
+                if st.get("cpu-throttle-percentage"):
+                    res["throttle_pct"] = max(res.get("throttle_pct", 0), st["cpu-throttle-percentage"])
                 if st.get("status") in ("completed", "failed", "cancelled"):
                     break
                 time.sleep(0.1)
@@ -420,7 +432,7 @@ def merge(runs):
         return r
     r.pop("error", None)
     for k in ("total_ms", "downtime_ms", "setup_ms", "bytes", "used_kib", "skipped", "iterations",
-              "stall_ms", "stall_before_ms", "src_cpu_ms", "dst_cpu_ms"):
+              "stall_ms", "stall_before_ms", "src_cpu_ms", "dst_cpu_ms", "throttle_pct", "throttled_ms"):
         vals = [x[k] for x in ok if x.get(k) is not None]
         if vals:
             r[k] = median(vals)
@@ -493,6 +505,14 @@ def main():
                 for drop in (False, True):
                     plan.append(("vmm", case, True, "none", drop))
             continue
+        if case == "busy":
+            # vmm's defaults against QEMU with and without auto-converge.
+            if "vmm" in vmms:
+                plan.append(("vmm", case, True, "auto", False))
+            if "qemu" in vmms:
+                for comp in ("auto-converge", "none"):
+                    plan.append(("QEMU", case, True, comp, False))
+            continue
         if "vmm" in vmms:
             for skip in (True, False):
                 for comp in ("auto", "zstd", "none"):
@@ -513,7 +533,8 @@ def main():
             i + 1, len(plan), case, who, "skip" if who == "vmm" else "hint", "on" if skip else "off",
             comp, ", --drop-guest-cache" if drop else "", time.monotonic() - t_start))
         try:
-            r = b.run_vmm(case, skip, comp, drop) if who == "vmm" else b.run_qemu(case, skip)
+            r = (b.run_vmm(case, skip, comp, drop) if who == "vmm"
+                 else b.run_qemu(case, skip, comp == "auto-converge"))
         except (OSError, subprocess.SubprocessError) as e:
             r = {"case": case, "vmm": who, "skip": skip, "compress": comp, "drop": drop,
                  "error": "%s: %s" % (type(e).__name__, e)}
@@ -566,9 +587,13 @@ def main():
           "end)." % a.connections)
     for r in rows:
         if "error" not in r:
-            print("- %s %s %s %s%s: pages %s%s" % (
+            print("- %s %s %s %s%s: pages %s%s%s" % (
                 r["case"], r["vmm"], "on" if r["skip"] else "off", r["compress"],
                 " --drop-guest-cache" if r.get("drop") else "", r["pages"],
+                "; throttle up to %s%%%s" % (fmt(r.get("throttle_pct")),
+                                            ", the guest held %s ms" % fmt(r.get("throttled_ms"))
+                                            if r.get("throttled_ms") is not None else "")
+                if r.get("throttle_pct") else "",
                 "; QEMU parameters: %s" % r["qemu_params"] if "qemu_params" in r else ""))
     print()
 
@@ -603,7 +628,7 @@ def main():
         return "not measured" if ok is None else ("met" if ok else "NOT met")
 
     # The targets are about the seed's two cases; the dirty case is reported.
-    main_cases = [c for c in main_cases if c != "dirty"]
+    main_cases = [c for c in main_cases if c not in ("dirty", "busy")]
     all_met = bool(main_cases)
     if main_cases:
         print("Targets (vmm with skipping on, against the guest's used memory and QEMU with free-page-hint=on, same case):")
@@ -657,6 +682,25 @@ def main():
     if main_cases:
         print()
         print("All targets met with the default (--compress auto): %s" % ("yes" if all_met else "no"))
+    if "busy" in cases:
+        # Issue 12's busy guest: vmm's defaults against QEMU with auto-converge.
+        v, q = find("busy", "vmm", True, "auto"), find("busy", "QEMU", True, "auto-converge")
+        print()
+        if not v or not q:
+            print("Busy guest: not measured (%s)" % ("no successful vmm run" if not v
+                                                    else "no successful QEMU run with auto-converge"))
+        else:
+            lines = ["total %.0f ms ≤ QEMU-with-auto-converge's %.0f ms (ratio %.3f): %s" % (
+                v["total_ms"], q["total_ms"], v["total_ms"] / q["total_ms"] if q["total_ms"] else 0,
+                verdict(v["total_ms"] <= q["total_ms"])),
+                "downtime %.0f ms ≤ QEMU's %.0f ms: %s" % (
+                v["downtime_ms"], q["downtime_ms"], verdict(v["downtime_ms"] <= q["downtime_ms"]))]
+            if a.stall:
+                vs, qs = v.get("stall_ms"), q.get("stall_ms")
+                lines.append("guest's longest stall %s ms ≤ QEMU's %s ms: %s" % (
+                    fmt(vs), fmt(qs), verdict(None if vs is None or qs is None else vs <= qs)))
+            print("Busy guest (memcheck %d MiB at full speed): %s; QEMU's throttle reached %s%%" % (
+                a.dirty_mib, "; ".join(lines), fmt(q.get("throttle_pct"))))
 
     if a.json_out:
         with open(a.json_out, "w") as f:
