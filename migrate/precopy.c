@@ -23,7 +23,8 @@
 
 #define MAX_ITERATIONS 60
 #define DROP_CACHE_WAIT_MS 10000
-#define THROTTLE_STEP 20
+#define THROTTLE_MIN_STEP 10 /* points, when a throttled pass still did not halve the set */
+#define THROTTLE_AIM 4       /* a throttled pass should leave a quarter of what it sent */
 
 /* The dirty pages into the send set, and all of them re-protected at
  * once: from here any write to any page reaches the next sync. */
@@ -317,17 +318,28 @@ static void note_pass(struct sender *s, uint64_t dirty, uint64_t pages0, uint64_
 	pthread_mutex_unlock(&s->m->lock);
 }
 
-unsigned precopy_throttle_step(unsigned pct)
+unsigned precopy_throttle_next(unsigned pct, uint64_t dirtied, uint64_t sent)
 {
-	return pct + THROTTLE_STEP < PRECOPY_THROTTLE_MAX ? pct + THROTTLE_STEP
-							   : PRECOPY_THROTTLE_MAX;
+	double share;
+	unsigned next;
+
+	if (!sent || dirtied * 2 <= sent || pct >= PRECOPY_THROTTLE_MAX)
+		return pct;
+	/* The guest's dirty rate scales with the share of time it runs,
+	 * 100 - pct; the share that makes the next pass dirty a quarter of
+	 * what it sends: */
+	share = (100.0 - pct) * (double)sent / (THROTTLE_AIM * (double)dirtied);
+	next = share <= 1.0 ? PRECOPY_THROTTLE_MAX : (unsigned)(100.0 - share + 0.999);
+	if (next < pct + THROTTLE_MIN_STEP)
+		next = pct + THROTTLE_MIN_STEP;
+	return next < PRECOPY_THROTTLE_MAX ? next : PRECOPY_THROTTLE_MAX;
 }
 
 int precopy_run(struct sender *s)
 {
 	struct send_pass pass = { .bulk = true, .iter = true, .iteration = 0 };
-	uint64_t prev = UINT64_MAX, t0, pages0;
-	unsigned stuck = 0, iterations = 0, throttle = 0;
+	uint64_t t0, pages0, sent0 = ram_sender_sent_pages(&s->rs), sent;
+	unsigned iterations = 0, throttle = 0;
 	int rc;
 
 	source_set_phase(s->m, MIGRATE_BULK);
@@ -343,6 +355,7 @@ int precopy_run(struct sender *s)
 		return rc;
 	mig_trace("source: bulk pass done");
 	note_pass(s, 0, 0, t0, 0);
+	sent = ram_sender_sent_pages(&s->rs) - sent0;
 	source_set_phase(s->m, MIGRATE_ITERATE);
 	for (;;) {
 		uint64_t bytes0 = ram_sender_bytes(&s->rs), dirty;
@@ -366,27 +379,30 @@ int precopy_run(struct sender *s)
 		STAT_SET(s, s->m->st.remaining_pages = dirty);
 		if (est_ms <= s->m->opt.downtime_ms || iterations >= MAX_ITERATIONS)
 			return stop_and_copy(s);
-		/* Auto-converge: iterations that stop shrinking throttle the
-		 * vCPUs, never all the way. */
-		if (dirty * 10 >= prev * 9 && ++stuck >= 2 && throttle < PRECOPY_THROTTLE_MAX) {
-			throttle = precopy_throttle_step(throttle);
+		/* Auto-converge: a pass during which the guest dirtied more
+		 * than half of what the pass sent throttles the vCPUs, never
+		 * all the way (precopy_throttle_next). */
+		if (precopy_throttle_next(throttle, dirty, sent) != throttle) {
+			throttle = precopy_throttle_next(throttle, dirty, sent);
+			mig_trace("source: %llu pages dirtied during a pass that sent %llu: throttle %u%%",
+				  (unsigned long long)dirty, (unsigned long long)sent, throttle);
 			STAT_SET(s, s->m->st.throttle_pct = throttle);
 			atomic_store(&s->throttle_pct, throttle);
 			if (!s->throttler_started)
 				s->throttler_started =
 					thread_create(&s->throttler, throttle_thread, s) == 0;
-			stuck = 0;
 		}
-		prev = dirty;
 		iterations++;
 		STAT_SET(s, s->m->st.iterations = iterations);
 
 		/* A new round after the sync, for the pages freed since. */
 		hint_round_start(s);
 		pass = (struct send_pass){ .iter = true, .iteration = iterations };
+		sent0 = ram_sender_sent_pages(&s->rs);
 		rc = ram_sender_pass(&s->rs, &pass);
 		if (rc)
 			return rc;
 		note_pass(s, dirty, pages0, t0, bytes0);
+		sent = ram_sender_sent_pages(&s->rs) - sent0;
 	}
 }

@@ -181,6 +181,9 @@ int ram_sender_pass(struct ram_sender *rs, const struct send_pass *p);
 uint64_t ram_sender_bytes(struct ram_sender *rs);
 /* Pages sent in RAM records so far (between passes). */
 uint64_t ram_sender_pages(const struct ram_sender *rs);
+/* Of them, the pages sent with data or as ZERO (not SKIP): what a pass
+ * had to send. */
+uint64_t ram_sender_sent_pages(const struct ram_sender *rs);
 /* Sums the lanes' figures into the migration's (under its lock). */
 void ram_sender_publish(struct ram_sender *rs);
 /* Re-protects every page of the send set (after a sync, before the

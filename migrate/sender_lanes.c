@@ -163,6 +163,20 @@ uint64_t ram_sender_pages(const struct ram_sender *rs)
 	return n;
 }
 
+uint64_t ram_sender_sent_pages(const struct ram_sender *rs)
+{
+	uint64_t n = 0;
+
+	for (unsigned i = 0; rs->lanes && i < rs->nlanes; i++) {
+		const struct lane_stats *st = &rs->lanes[i].st;
+
+		n += atomic_load_explicit(&st->pages_raw, memory_order_relaxed) +
+		     atomic_load_explicit(&st->pages_zstd, memory_order_relaxed) +
+		     atomic_load_explicit(&st->pages_zero, memory_order_relaxed);
+	}
+	return n;
+}
+
 void ram_sender_publish(struct ram_sender *rs)
 {
 	struct migrate_stats *st = &rs->m->st;

@@ -73,12 +73,20 @@ int source_expect_ack(struct sender *s, enum stream_phase phase);
  * destination said RUNNING; else failed, with s->committed telling
  * whether the outcome is unknown. */
 int precopy_run(struct sender *s);
-/* Auto-converge's next throttle after pct: 20% more, at most
- * PRECOPY_THROTTLE_MAX (as QEMU's default: the guest always gets some time,
- * and a guest held 100% would be stopped without that counting as
- * downtime). */
+/* Auto-converge's throttle (percent of the time the vCPUs are held) after
+ * a pass that sent `sent` pages (data and zero pages, not skipped ones)
+ * while the guest, throttled pct, dirtied `dirtied`. Unchanged while a pass
+ * at least halves what is left (dirtied <= sent / 2: QEMU's default
+ * trigger, throttle-trigger-threshold 50). Otherwise raised at once to
+ * what should make the next pass leave a quarter of what it sends (the
+ * dirty rate taken as proportional to the share of time the guest runs),
+ * by at least 10 points: QEMU instead needs two such one-second periods
+ * per step of 10 points from 20, which is what made a busy guest take
+ * 6-9 passes here. Never above PRECOPY_THROTTLE_MAX (as QEMU's default:
+ * the guest always gets some time, and a guest held 100% would be stopped
+ * without that counting as downtime). */
 #define PRECOPY_THROTTLE_MAX 99
-unsigned precopy_throttle_step(unsigned pct);
+unsigned precopy_throttle_next(unsigned pct, uint64_t dirtied, uint64_t sent);
 /* Stops auto-converge and ends the hint rounds (on failure too). */
 void precopy_stop_throttle(struct sender *s);
 void precopy_hints_end(struct sender *s);

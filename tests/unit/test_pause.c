@@ -29,23 +29,44 @@ static void test_pause_owners(void)
 	CHECK(!vm_paused_by(&vm, VM_PAUSE_USER | VM_PAUSE_MIGRATION | VM_PAUSE_THROTTLE));
 }
 
-/* 20, 40, 60, 80, then 99, never 100: a guest throttled 100% is stopped
- * during pre-copy without that counting as downtime (it went 80 -> 100). */
-static void test_throttle_steps(void)
+/* Never 100: a guest throttled 100% is stopped during pre-copy without
+ * that counting as downtime (the old steps went 80 -> 100). */
+static void test_throttle_never_stops_the_guest(void)
 {
-	static const unsigned want[] = { 20, 40, 60, 80, 99, 99 };
 	unsigned pct = 0;
 
-	for (unsigned i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
-		pct = precopy_throttle_step(pct);
-		CHECK_EQ(pct, want[i]);
+	for (unsigned i = 0; i < 10; i++) {
+		pct = precopy_throttle_next(pct, 1000000, 1000);
+		CHECK(pct <= PRECOPY_THROTTLE_MAX);
 	}
+	CHECK_EQ(pct, PRECOPY_THROTTLE_MAX);
+	CHECK_EQ(precopy_throttle_next(95, 100, 100), PRECOPY_THROTTLE_MAX);
+	CHECK_EQ(precopy_throttle_next(99, 100, 100), 99);
+}
+
+/* The throttle aims at a pass that leaves a quarter of what it sent: a
+ * guest that dirtied as much as a pass sent goes to 75% at once (it took
+ * two passes per step of 20% before, and 6-9 passes in all), one that
+ * dirtied less than half is left alone, and a throttled pass that still
+ * did not halve the set adds at least 10 points. */
+static void test_throttle_aims_at_a_quarter(void)
+{
+	CHECK_EQ(precopy_throttle_next(0, 32000, 32000), 75);
+	CHECK_EQ(precopy_throttle_next(0, 50, 100), 0);
+	CHECK_EQ(precopy_throttle_next(0, 10, 100), 0);
+	CHECK_EQ(precopy_throttle_next(30, 50, 100), 30);
+	CHECK_EQ(precopy_throttle_next(0, 60, 100), 59);       /* 100 - 100 * 25 / 60 */
+	CHECK_EQ(precopy_throttle_next(75, 32000, 32000), 94); /* 100 - 25 / 4 */
+	CHECK_EQ(precopy_throttle_next(70, 51, 100), 86);      /* 100 - 30 * 25 / 51 = 85.3 */
+	CHECK_EQ(precopy_throttle_next(85, 51, 100), 95);      /* 92.7, but +10 at least */
+	CHECK_EQ(precopy_throttle_next(0, 100, 0), 0);         /* nothing sent: no figure */
 }
 
 int main(int argc, char **argv)
 {
 	unit_init(argc, argv);
 	RUN(test_pause_owners);
-	RUN(test_throttle_steps);
+	RUN(test_throttle_never_stops_the_guest);
+	RUN(test_throttle_aims_at_a_quarter);
 	return unit_done();
 }
