@@ -22,6 +22,17 @@ once with vmm and once with QEMU (vmm and QEMU alternate), and measures:
 
 Then the VMM is killed (SIGTERM, SIGKILL after 10 s).  Every wait is bounded
 by --timeout.
+
+--trace DIR: where the guest's boot time goes.  The command line gets
+`initcall_debug printk.time=1` (the initcall lines go to the kernel's log
+buffer only: `quiet` keeps them off the serial console, whose every byte
+costs an exit), and the guest's job prints `dmesg` after init, before the
+idle line, so the boot figure is the same measurement.  Each boot's console
+goes to DIR/<vmm>-<kernel>-<run>.console, and a comparison is printed: when
+the kernel reached the milestones of its log (its clock starts at 0 early
+in boot; what the host measured before that is the VMM's set-up, the
+decompression and the earliest boot), and the initcalls that took longest
+under each VMM.
 """
 import argparse
 import datetime
@@ -160,10 +171,74 @@ def one_boot(name, argv, args):
     if m:
         res["marker_ms"] = float(m.group(1))
     res["status"] = p.returncode
+    if args.trace:
+        res["stdout"] = out
     if "error" in res:
         res["stdout_tail"] = tail(out)
         res["stderr_tail"] = tail(err)
     return res
+
+
+PRINTK_RE = re.compile(r"^\[\s*(\d+\.\d+)\] (.*)$", re.M)
+INITCALL_RE = re.compile(r"initcall (\S+?)(?:\+0x[0-9a-f]+/0x[0-9a-f]+)? returned -?\d+ after (\d+) usecs")
+MILESTONES = (("first message", None), ("ACPI", "ACPI: "), ("TSC calibrated", "tsc: Detected"),
+              ("clocksource tsc", "clocksource: Switched to clocksource"),
+              ("console", "printk: console [ttyS0] enabled"), ("initramfs unpacked", "Trying to unpack rootfs"),
+              ("freeing init memory", "Freeing unused kernel"), ("run /init", "Run /init"),
+              ("dmesg ran", ""))
+
+
+def trace_report(results, names, trace_dir):
+    """The guest's own view of each first successful boot: milestones of
+    its log and the slowest initcalls, side by side."""
+    logs = {}
+    for n in names:
+        for i, r in enumerate(results[n]):
+            if "stdout" not in r:
+                continue
+            text = r["stdout"].decode("utf-8", "replace").replace("\r\n", "\n")
+            with open(os.path.join(trace_dir, "%s-%d.console" % (n.replace(" ", "-"), i + 1)), "w") as f:
+                f.write(text)
+            if n not in logs and "error" not in r:
+                logs[n] = (r, PRINTK_RE.findall(text))
+    print("Where the boot time goes (--trace; the first successful boot of each, times in ms "
+          "of the guest's clock; consoles in %s):" % trace_dir)
+    print()
+    shown = [n for n in names if n in logs]
+    print("| milestone | %s |" % " | ".join(shown))
+    print("|---|%s" % ("---|" * len(shown)))
+    print("| host: boot to init | %s |" % " | ".join("%.0f" % logs[n][0]["boot_ms"] for n in shown))
+    for label, pat in MILESTONES:
+        cells = []
+        for n in shown:
+            lines = logs[n][1]
+            t = None
+            if pat is None and lines:
+                t = float(lines[0][0])
+            elif pat == "" and lines:
+                t = max(float(x[0]) for x in lines)
+            else:
+                t = next((float(ts) for ts, msg in lines if pat in msg), None)
+            cells.append("—" if t is None else "%.0f" % (t * 1000))
+        print("| %s | %s |" % (label, " | ".join(cells)))
+    calls = {n: {} for n in shown}
+    for n in shown:
+        for _, msg in logs[n][1]:
+            m = INITCALL_RE.search(msg)
+            if m:
+                calls[n][m.group(1)] = calls[n].get(m.group(1), 0) + int(m.group(2))
+    print("| all initcalls, sum | %s |" % " | ".join("%.0f" % (sum(calls[n].values()) / 1000) for n in shown))
+    print()
+    top = sorted({f for n in shown for f in calls[n]},
+                 key=lambda f: -max(calls[n].get(f, 0) for n in shown))[:25]
+    print("Slowest initcalls (ms):")
+    print()
+    print("| initcall | %s |" % " | ".join(shown))
+    print("|---|%s" % ("---|" * len(shown)))
+    for f in top:
+        print("| `%s` | %s |" % (f, " | ".join(
+            "%.1f" % (calls[n][f] / 1000) if f in calls[n] else "—" for n in shown)))
+    print()
 
 
 def stats(vals, fmt="%.0f"):
@@ -187,10 +262,16 @@ def main():
     ap.add_argument("--initrd", default="build/guest/initramfs.cpio.gz")
     ap.add_argument("--max-failures", type=int, default=2,
                     help="stop running a VMM after this many failed boots (default 2)")
+    ap.add_argument("--trace", default="",
+                    help="directory: initcall_debug, the guest's log kept and compared (see above)")
     args = ap.parse_args()
 
     cmdline = ('console=ttyS0 reboot=k panic=1 pci=off quiet vmm.job=sh '
                'vmm.arg="echo vmm-bench: idle; sleep 600"')
+    if args.trace:
+        os.makedirs(args.trace, exist_ok=True)
+        cmdline = ('console=ttyS0 reboot=k panic=1 pci=off quiet initcall_debug printk.time=1 '
+                   'log_buf_len=1M vmm.job=sh vmm.arg="dmesg; echo vmm-bench: idle; sleep 600"')
 
     def vmm(kernel):
         return [args.vmm, "run", "--kernel", kernel, "--initrd", args.initrd,
@@ -281,6 +362,8 @@ def main():
     else:
         print("Target vmm RSS overhead ≤ 3 MiB: not measured")
     print()
+    if args.trace:
+        trace_report(results, names, args.trace)
     print("Per run (in order):")
     for i in range(args.runs):
         for n in names:
