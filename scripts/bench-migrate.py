@@ -382,6 +382,12 @@ class Bench:
                     tail(read(d + "/src.err")), tail(read(d + "/dst.err")))
                 return res
             ram = st.get("ram", {})
+            if not st.get("total-time"):
+                # Seen once with a busy guest: "completed" with total-time 0
+                # and downtime 0. Not a figure to take a median of.
+                res["error"] = "QEMU reported a completed migration with total-time %r (wall %.0f ms): %s" % (
+                    st.get("total-time"), res["wall_ms"], json.dumps(st))
+                return res
             res.update(total_ms=st.get("total-time"), downtime_ms=st.get("downtime"),
                        setup_ms=st.get("setup-time"), bytes=ram.get("transferred"),
                        iterations=ram.get("dirty-sync-count"),
