@@ -25,6 +25,7 @@
 #include "virtio/mmio.h"
 #include "x86/acpi.h"
 #include "x86/boot.h"
+#include "x86/cpuid.h"
 #include "x86/legacy.h"
 #include "x86/mptable.h"
 #include "x86/regs.h"
@@ -215,8 +216,11 @@ static struct kvm_cpuid2 *supported_cpuid(struct vm *vm)
 		if (!c)
 			die("out of memory");
 		c->nent = nent;
-		if (ioctl(vm->kvm.fd, KVM_GET_SUPPORTED_CPUID, c) == 0)
+		if (ioctl(vm->kvm.fd, KVM_GET_SUPPORTED_CPUID, c) == 0) {
+			if (ioctl(vm->kvm.fd, KVM_CHECK_EXTENSION, KVM_CAP_TSC_DEADLINE_TIMER) > 0)
+				cpuid_set_tsc_deadline(c);
 			return c;
+		}
 		free(c);
 		if (errno != E2BIG)
 			die("KVM_GET_SUPPORTED_CPUID: %s", strerror(errno));

@@ -46,6 +46,17 @@ test_shell_status() {
 		pass shell_exit_status
 }
 
+test_tsc_deadline() {
+	# KVM emulates the TSC-deadline timer; with its CPUID bit the guest
+	# uses it and skips calibrating its LAPIC timer (about 100 ms of guest
+	# time at every boot, 250 ms nested).
+	boot tscdl $BOOT_TIMEOUT --mem 128M --cmdline "$CMDLINE_BASE vmm.job=sh vmm.arg=\"grep -o -m1 tsc_deadline_timer /proc/cpuinfo; dmesg | grep -o 'TSC deadline timer available'; exit 0\""
+	expect_status tsc_deadline_timer tscdl 0 &&
+		expect_line tsc_deadline_timer tscdl "^tsc_deadline_timer" &&
+		expect_line tsc_deadline_timer tscdl "^TSC deadline timer available" &&
+		pass tsc_deadline_timer
+}
+
 test_poweroff() {
 	boot poweroff $BOOT_TIMEOUT --mem 128M --cmdline "$CMDLINE_BASE vmm.job=poweroff"
 	expect_status guest_poweroff poweroff 0 && pass guest_poweroff
@@ -88,6 +99,7 @@ test_vmlinux
 test_serial_output
 test_debug_exit
 test_shell_status
+test_tsc_deadline
 test_poweroff
 test_reboot
 test_above_4g

@@ -110,11 +110,30 @@ static void test_many_cpus(void)
 	check_cpu(253, 254);
 }
 
+/* The TSC-deadline bit goes into leaf 1 ECX and nowhere else. */
+static void test_tsc_deadline(void)
+{
+	struct kvm_cpuid2 *c = make_cpuid();
+
+	if (!c) {
+		unit_fail(__FILE__, __LINE__, "out of memory");
+		return;
+	}
+	c->entries[E_LEAF1].ecx = 0x7efafbff; /* bit 24 clear, as KVM reports it */
+	cpuid_set_tsc_deadline(c);
+	CHECK_EQ(c->entries[E_LEAF1].ecx, 0x7ffafbff);
+	CHECK_EQ(c->entries[E_LEAF1].edx, 0xbfebfbff);
+	CHECK_EQ(c->entries[E_B0].ecx, 9);
+	CHECK_EQ(c->entries[E_8].ecx, 0xffffffff);
+	free(c);
+}
+
 int main(int argc, char **argv)
 {
 	unit_init(argc, argv);
 	RUN(test_one_cpu);
 	RUN(test_two_cpus);
 	RUN(test_many_cpus);
+	RUN(test_tsc_deadline);
 	return unit_done();
 }

@@ -6,6 +6,7 @@
 
 #define CPUID_HYPERVISOR (1u << 31) /* leaf 1 ECX */
 #define CPUID_HTT        (1u << 28) /* leaf 1 EDX */
+#define CPUID_TSC_DEADLINE (1u << 24) /* leaf 1 ECX */
 #define TOPO_LEVEL_SMT   1
 #define TOPO_LEVEL_CORE  2
 
@@ -72,4 +73,11 @@ void cpuid_patch(struct kvm_cpuid2 *cpuid, unsigned cpu, unsigned ncpus)
 			break;
 		}
 	}
+}
+
+void cpuid_set_tsc_deadline(struct kvm_cpuid2 *cpuid)
+{
+	for (unsigned i = 0; i < cpuid->nent; i++)
+		if (cpuid->entries[i].function == 1)
+			cpuid->entries[i].ecx |= CPUID_TSC_DEADLINE;
 }
