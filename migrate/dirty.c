@@ -1,5 +1,5 @@
-/* Dirty page tracking: KVM's per-slot dirty logs and the VMM-side bitmap,
- * behind a strategy table; see dirty.h. */
+/* Dirty page tracking: KVM's per-slot dirty logs or its per-vCPU dirty
+ * rings, and the VMM-side bitmap, behind a strategy table; see dirty.h. */
 #include "dirty.h"
 
 #include <errno.h>
@@ -152,6 +152,54 @@ static int getlog_clear(struct dirty_log *d, uint64_t first, uint64_t n, char *e
 	return check_range(d, first, n, err, errlen);
 }
 
+/* Dirty-ring mode: every vCPU's ring, then the reset, then the VMM-side
+ * bitmap, all under every ring's lock. The reset comes before the pass
+ * that reads the pages (KVM's API asks for that: a write after it logs the
+ * page again, one before it is in what the pass reads). The VMM-side
+ * bitmap comes last and under the locks: it holds what vCPU threads
+ * harvested on a full ring, and each of them resets before it lets go of
+ * its ring's lock, so no page is taken here before it was re-protected
+ * (see vmm/vcpu.c, handle_dirty_ring_full). A vCPU that runs may still
+ * hold pages in its processor's log (Intel PML) that KVM pushes only at
+ * its next exit: they reach a later sync, and the last one, with every
+ * vCPU paused, has them all. */
+static int ring_sync(struct dirty_log *d, struct bitmap *out, char *err, size_t errlen)
+{
+	int rc;
+
+	if (out->nbits != guest_mem_pages(d->mem))
+		return errf(-EINVAL, err, errlen, "dirty bitmap has %llu bits, RAM %llu pages",
+			    (unsigned long long)out->nbits,
+			    (unsigned long long)guest_mem_pages(d->mem));
+	dirty_rings_lock(d->rings);
+	for (unsigned i = 0; i < d->rings->n; i++)
+		dirty_ring_harvest(&d->rings->ring[i], d->mem, (_Atomic uint64_t *)out->words);
+	rc = dirty_ring_reset(d->vm_fd);
+	if (rc >= 0 && d->mem->dirty)
+		bitmap_take_atomic(out, d->mem->dirty);
+	dirty_rings_unlock(d->rings);
+	if (rc < 0)
+		return errf(rc, err, errlen, "KVM_RESET_DIRTY_RINGS: %s", strerror(-rc));
+	return 0;
+}
+
+/* What the rings still hold is of no use once logging is off (the next
+ * start reports every page anyway): they are emptied, so that a later
+ * migration starts with rings that have room. */
+static int ring_stop(struct dirty_log *d, char *err, size_t errlen)
+{
+	int rc = log_stop(d, err, errlen), reset;
+
+	dirty_rings_lock(d->rings);
+	for (unsigned i = 0; i < d->rings->n; i++)
+		dirty_ring_harvest(&d->rings->ring[i], d->mem, NULL);
+	reset = dirty_ring_reset(d->vm_fd);
+	dirty_rings_unlock(d->rings);
+	if (!rc && reset < 0)
+		rc = errf(reset, err, errlen, "KVM_RESET_DIRTY_RINGS: %s", strerror(-reset));
+	return rc;
+}
+
 const struct dirty_ops dirty_ops_clear_log = {
 	.name = "clear-log",
 	.start = log_start,
@@ -166,6 +214,15 @@ const struct dirty_ops dirty_ops_get_log = {
 	.sync = log_sync,
 	.clear = getlog_clear,
 	.stop = log_stop,
+};
+
+/* clear: the reset at sync re-protected already, as in get-log. */
+const struct dirty_ops dirty_ops_dirty_ring = {
+	.name = "dirty-ring",
+	.start = log_start,
+	.sync = ring_sync,
+	.clear = getlog_clear,
+	.stop = ring_stop,
 };
 
 /* Enables PROTECT2 with INITIALLY_SET; 0, -EOPNOTSUPP or -errno. */
@@ -187,20 +244,45 @@ static int enable_manual_protect(int vm_fd, char *err, size_t errlen)
 	return 0;
 }
 
-int dirty_init(struct dirty_log *d, int vm_fd, struct guest_mem *mem, enum dirty_mode mode,
-	       char *err, size_t errlen)
+int dirty_mode_check(enum dirty_mode mode, bool ring, char *err, size_t errlen)
 {
+	if (ring && (mode == DIRTY_MODE_CLEAR_LOG || mode == DIRTY_MODE_GET_LOG))
+		return errf(-EINVAL, err, errlen,
+			    "--dirty-log %s: the VM runs with a dirty ring (vmm run --dirty-ring), "
+			    "and KVM keeps no dirty bitmaps then: use dirty-ring or auto",
+			    mode == DIRTY_MODE_CLEAR_LOG ? "clear-log" : "get-log");
+	if (!ring && mode == DIRTY_MODE_DIRTY_RING)
+		return errf(-EINVAL, err, errlen,
+			    "--dirty-log dirty-ring: the VM runs without a dirty ring "
+			    "(KVM takes one only at start-up: vmm run --dirty-ring N)");
+	return 0;
+}
+
+int dirty_init(struct dirty_log *d, int vm_fd, struct guest_mem *mem, struct dirty_rings *rings,
+	       enum dirty_mode mode, char *err, size_t errlen)
+{
+	bool ring = rings && rings->n;
 	uint64_t words = 0;
 	int rc;
 
 	memset(d, 0, sizeof(*d));
 	d->vm_fd = vm_fd;
 	d->mem = mem;
+	rc = dirty_mode_check(mode, ring, err, errlen);
+	if (rc)
+		return rc;
 	for (unsigned i = 0; i < mem->nregions; i++) {
 		if (mem->regions[i].size % GUEST_PAGE_SIZE || mem->regions[i].offset % GUEST_PAGE_SIZE)
 			return errf(-EINVAL, err, errlen, "slot %u is not page-aligned", i);
 		if (bitmap_words(region_pages(&mem->regions[i])) > words)
 			words = bitmap_words(region_pages(&mem->regions[i]));
+	}
+	/* A VM with a ring has no other mode: KVM_GET_DIRTY_LOG and
+	 * KVM_CLEAR_DIRTY_LOG fail (ENXIO) once it is on. */
+	if (ring) {
+		d->rings = rings;
+		d->ops = &dirty_ops_dirty_ring;
+		return 0;
 	}
 	d->slot_bits = calloc(words ? words : 1, sizeof(uint64_t));
 	d->clear_bits = calloc(words ? words : 1, sizeof(uint64_t));
@@ -240,6 +322,8 @@ int dirty_mode_parse(const char *s, enum dirty_mode *out)
 		*out = DIRTY_MODE_CLEAR_LOG;
 	else if (!strcmp(s, "get-log"))
 		*out = DIRTY_MODE_GET_LOG;
+	else if (!strcmp(s, "dirty-ring"))
+		*out = DIRTY_MODE_DIRTY_RING;
 	else
 		return -EINVAL;
 	return 0;
@@ -294,8 +378,11 @@ int dirty_clear_mask(struct dirty_log *d, uint64_t first, uint64_t n, const uint
 	if (!rc && (first % 64 || (n % 64 && first + n != guest_mem_pages(d->mem))))
 		rc = errf(-EINVAL, err, errlen, "pages %llu+%llu are not 64-page aligned",
 			  (unsigned long long)first, (unsigned long long)n);
+	/* get-log: KVM_GET_DIRTY_LOG cleared and re-protected at sync;
+	 * dirty-ring: KVM_RESET_DIRTY_RINGS did, and KVM_CLEAR_DIRTY_LOG
+	 * would fail (ENXIO) with a ring. */
 	if (rc || d->ops != &dirty_ops_clear_log)
-		return rc; /* get-log: KVM_GET_DIRTY_LOG cleared and re-protected */
+		return rc;
 	for (unsigned i = 0; i < d->mem->nregions && n; i++) {
 		const struct mem_region *r = &d->mem->regions[i];
 		uint64_t rfirst = region_first_page(r), rend = rfirst + region_pages(r);

@@ -219,8 +219,8 @@ static int setup(struct sender *s)
 	mig_trace("source: %u connections joined", s->rs.nlanes);
 	if ((rc = source_inject(s, "source-setup")))
 		return rc;
-	rc = dirty_init(&s->dirty, s->vm->fd, &s->vm->mem, (enum dirty_mode)s->m->opt.dirty_mode,
-			err, sizeof(err));
+	rc = dirty_init(&s->dirty, s->vm->fd, &s->vm->mem, &s->vm->rings,
+			(enum dirty_mode)s->m->opt.dirty_mode, err, sizeof(err));
 	if (!rc) {
 		s->dirty_on = true;
 		rc = dirty_start(&s->dirty, err, sizeof(err));
@@ -345,6 +345,11 @@ int migrate_start(struct vm *vm, const struct migrate_options *opt, char *err, s
 		snprintf(err, errlen, "a migration is already running or done");
 		return -EBUSY;
 	}
+	/* A dirty-log mode this VM cannot have is refused now, not after
+	 * connecting to the destination. */
+	rc = dirty_mode_check((enum dirty_mode)opt->dirty_mode, vm->rings.n > 0, err, errlen);
+	if (rc)
+		return rc;
 	if (m) {
 		pthread_join(m->thread, NULL);
 		free(m);

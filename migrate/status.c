@@ -69,7 +69,7 @@ int migrate_options_from_json(json_t *req, struct migrate_options *opt, char *er
 	opt->drop_guest_cache = json_is_true(drop);
 	if (dirty_log && (!json_is_string(dirty_log) ||
 			  dirty_mode_parse(json_string_value(dirty_log), &mode))) {
-		snprintf(err, errlen, "\"dirty_log\" must be auto, clear-log or get-log");
+		snprintf(err, errlen, "\"dirty_log\" must be auto, clear-log, get-log or dirty-ring");
 		return -EINVAL;
 	}
 	opt->dirty_mode = (int)mode;

@@ -17,7 +17,7 @@
 static const char migrate_usage[] =
 	"usage: vmm migrate SOCKET URI [--downtime-ms N] [--timeout-s N] [--no-skip-free]\n"
 	"                   [--compress auto|zstd|none] [--connections N] [--drop-guest-cache]\n"
-	"                   [--dirty-log auto|clear-log|get-log] [--json]\n"
+	"                   [--dirty-log auto|clear-log|get-log|dirty-ring] [--json]\n"
 	"       vmm migrate SOCKET --cancel\n"
 	"URI: tcp:HOST:PORT, tcp:[IPV6%IF]:PORT or unix:PATH\n";
 
@@ -38,9 +38,10 @@ static int parse_args(int argc, char **argv, json_t *req, bool *json, char *err,
 			json_object_set_new(req, "fault", json_string(v));
 			i++;
 		} else if (!strcmp(a, "--dirty-log") && v) {
-			if (strcmp(v, "auto") && strcmp(v, "clear-log") && strcmp(v, "get-log")) {
-				snprintf(err, errlen, "--dirty-log: '%s' is not auto, clear-log or get-log",
-					 v);
+			if (strcmp(v, "auto") && strcmp(v, "clear-log") && strcmp(v, "get-log") &&
+			    strcmp(v, "dirty-ring")) {
+				snprintf(err, errlen,
+					 "--dirty-log: '%s' is not auto, clear-log, get-log or dirty-ring", v);
 				return -EINVAL;
 			}
 			json_object_set_new(req, "dirty_log", json_string(v));

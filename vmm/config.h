@@ -38,6 +38,7 @@ struct vm_config {
 	struct blk_options disks[BLK_MAX_DISKS]; /* --disk, in order */
 	unsigned ndisks;
 	const char *incoming; /* --incoming URI: receive the guest instead of booting one */
+	uint32_t dirty_ring;  /* --dirty-ring: entries per vCPU ring, 0 without one */
 };
 
 enum config_result {

@@ -10,6 +10,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "dirty_ring.h"
 #include "util.h"
 #include "vm.h"
 #include "x86/cpuid.h"
@@ -51,6 +52,16 @@ int vcpu_create(struct vm *vm, unsigned id, const struct kvm_cpuid2 *cpuid,
 		vcpu->run = NULL;
 		snprintf(err, errlen, "vCPU %u: cannot map kvm_run: %s", id, strerror(errno));
 		return rc;
+	}
+	if (vm->rings.entries) {
+		char why[160];
+
+		rc = dirty_ring_map(&vm->rings.ring[id], vcpu->fd, vm->rings.entries, why, sizeof(why));
+		if (rc) {
+			snprintf(err, errlen, "vCPU %u: %s", id, why);
+			return rc;
+		}
+		vcpu->ring = &vm->rings.ring[id];
 	}
 	mine = malloc(cpuid_size);
 	if (!mine) {
@@ -104,6 +115,51 @@ static void handle_system_event(struct vcpu *vcpu)
 			vcpu->run->system_event.type);
 		vm_request_stop(vcpu->vm, VM_STOP_ERROR, 1);
 		break;
+	}
+}
+
+/* A ring-full exit that finds nothing to harvest or reset means KVM and
+ * vmm disagree about the ring: re-entering would only exit again. */
+#define RING_STUCK_LIMIT 100
+
+/* KVM stops a vCPU whose dirty ring is nearly full (it keeps entries in
+ * reserve for the writes the exit itself makes). The vCPU thread harvests
+ * its own ring into the VMM-side dirty bitmap (mem->dirty, which the
+ * migration's next sync takes; without one, the entries are discarded),
+ * resets it with KVM_RESET_DIRTY_RINGS and goes back into the guest.
+ *
+ * This is safe for a migration in progress: a page harvested here is
+ * re-protected by the reset before the ring's lock is released, and a sync
+ * takes the bitmap only while it holds every ring's lock, so the page's
+ * data is read (in the pass after that sync) only after the reset. A write
+ * before the reset is in the data read later; a write after it logs the
+ * page in the ring again. Outside a migration, dirty logging is off and
+ * KVM fills no ring; one left over from the last migration is harvested
+ * into a bitmap whose pages the next migration sends anyway (its first
+ * sync reports every page). */
+static void handle_dirty_ring_full(struct vcpu *vcpu)
+{
+	struct vm *vm = vcpu->vm;
+	int reset = 0, n;
+
+	if (!vcpu->ring) {
+		log_err("vCPU %u: dirty ring full, but vmm has no ring", vcpu->id);
+		vm_request_stop(vm, VM_STOP_ERROR, 1);
+		return;
+	}
+	n = dirty_ring_collect(vcpu->ring, vm->fd, &vm->mem, vm->mem.dirty, &reset);
+	if (n < 0) {
+		log_err("vCPU %u: KVM_RESET_DIRTY_RINGS: %s", vcpu->id, strerror(-n));
+		vm_request_stop(vm, VM_STOP_ERROR, 1);
+		return;
+	}
+	/* A sync may have emptied the ring between KVM's exit and our lock:
+	 * then the ring is no longer full, and KVM_RUN goes on. */
+	vcpu->ring_stuck = n || reset ? 0 : vcpu->ring_stuck + 1;
+	if (vcpu->ring_stuck >= RING_STUCK_LIMIT) {
+		log_err("vCPU %u: KVM says the dirty ring is full, but no entry is ready to harvest",
+			vcpu->id);
+		vm_request_stop(vm, VM_STOP_ERROR, 1);
 	}
 }
 
@@ -191,6 +247,9 @@ static void *vcpu_thread(void *arg)
 		case KVM_EXIT_SYSTEM_EVENT:
 			handle_system_event(vcpu);
 			break;
+		case KVM_EXIT_DIRTY_RING_FULL:
+			handle_dirty_ring_full(vcpu);
+			break;
 		default:
 			report_fatal_exit(vcpu);
 			break;
@@ -228,8 +287,11 @@ void vcpu_destroy(struct vcpu *vcpu)
 {
 	if (vcpu->run)
 		munmap(vcpu->run, (size_t)vcpu->vm->kvm.vcpu_mmap_size);
+	if (vcpu->ring)
+		dirty_ring_destroy(vcpu->ring);
 	if (vcpu->fd >= 0)
 		close(vcpu->fd);
+	vcpu->ring = NULL;
 	vcpu->run = NULL;
 	vcpu->fd = -1;
 }

@@ -1,6 +1,8 @@
 /* vCPU threads: one per vCPU, each a flat KVM_RUN exit loop. A vCPU is
  * stopped by setting immediate_exit and signalling its thread, so a kick
- * that lands just before KVM_RUN is never lost. */
+ * that lands just before KVM_RUN is never lost. With --dirty-ring each
+ * vCPU maps its dirty ring beside kvm_run, and its thread harvests the
+ * ring itself when KVM says it is full (vmm/dirty_ring.h). */
 #ifndef VMM_VCPU_H
 #define VMM_VCPU_H
 
@@ -11,6 +13,7 @@
 #include "x86/boot.h"
 
 struct vm;
+struct dirty_ring;
 
 #define VCPU_KICK_SIGNAL SIGUSR1
 
@@ -19,6 +22,8 @@ struct vcpu {
 	unsigned id;
 	int fd;
 	struct kvm_run *run;
+	struct dirty_ring *ring; /* vm->rings.ring[id] with --dirty-ring, else NULL */
+	unsigned ring_stuck;     /* ring-full exits in a row that found nothing to harvest */
 	pthread_t thread;
 	bool started;
 };

@@ -85,6 +85,14 @@ static void create_kvm_vm(struct vm *vm)
 	while (vm->fd < 0 && errno == EINTR);
 	if (vm->fd < 0)
 		die("KVM_CREATE_VM: %s", strerror(errno));
+	/* KVM takes the ring only before the first vCPU; its API asks for it
+	 * right after KVM_CREATE_VM. */
+	if (vm->cfg->dirty_ring) {
+		char err[256];
+
+		if (dirty_ring_enable(vm->fd, vm->cfg->dirty_ring, err, sizeof(err)))
+			die("%s", err);
+	}
 	vm_ioctl_or_die(vm, KVM_SET_TSS_ADDR, TSS_GPA, "KVM_SET_TSS_ADDR");
 	{
 		uint64_t idmap = IDENTITY_MAP_GPA;
@@ -236,6 +244,13 @@ static void create_vcpus(struct vm *vm, const struct boot_entry *entry)
 	vm->vcpus = calloc(vm->ncpus, sizeof(*vm->vcpus));
 	if (!vm->vcpus)
 		die("out of memory");
+	if (vm->cfg->dirty_ring) {
+		vm->rings.ring = calloc(vm->ncpus, sizeof(*vm->rings.ring));
+		if (!vm->rings.ring)
+			die("out of memory");
+		vm->rings.n = vm->ncpus;
+		vm->rings.entries = vm->cfg->dirty_ring;
+	}
 	for (unsigned i = 0; i < vm->ncpus; i++)
 		if (vcpu_create(vm, i, cpuid, entry, &vm->vcpus[i], err, sizeof(err)))
 			die("%s", err);
@@ -503,6 +518,7 @@ static void vm_destroy(struct vm *vm)
 	for (unsigned i = 0; i < vm->ncpus; i++)
 		vcpu_destroy(&vm->vcpus[i]);
 	free(vm->vcpus);
+	free(vm->rings.ring);
 	console_close(&vm->console);
 	close(vm->signal_fd);
 	close(vm->stop_fd);

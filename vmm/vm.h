@@ -11,6 +11,7 @@
 #include "bus.h"
 #include "config.h"
 #include "console.h"
+#include "dirty_ring.h"
 #include "kvm.h"
 #include "mem.h"
 #include "virtio/balloon.h"
@@ -66,6 +67,8 @@ struct vm {
 	char *cmdline;           /* --cmdline plus the virtio-mmio devices */
 	unsigned ncpus;
 	struct vcpu *vcpus;
+	/* --dirty-ring: each vCPU's ring (vcpus[i].ring is ring[i]); n 0 without. */
+	struct dirty_rings rings;
 
 	uint64_t start_ns;
 	_Atomic uint64_t boot_marker_ns; /* 0 until the guest writes the marker */

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Live migration between two vmm processes over loopback TCP: the guest
 # keeps running and its memory stays intact over four hops, with and
-# without free-page skipping, over four connections and with two vCPUs;
+# without free-page skipping, over four connections, with two vCPUs and
+# with KVM's dirty ring;
 # failures on either side leave the source running or the destination
 # unstarted; bad streams, and connections that do not join, are refused
 # with a clear error; a cancel resumes the source.
@@ -123,6 +124,37 @@ else
 	fail migrate_2vcpu "the source guest never ran memcheck" "$(tail -5 "$WORK/c0.out")"
 fi
 cleanup
+
+# --- KVM's dirty ring: both sides run with --dirty-ring, two vCPUs (two
+# rings, each harvested by its vCPU thread when full), the hop forces the
+# dirty-ring mode; get-log is then refused at once. The ring is enabled
+# before memory and the kernel are looked at, so a kernel that is not a
+# file tells a host with the capability from one without. ---
+ring_probe=$("$VMM" run --kernel /dev/null --mem 32M --console none --dirty-ring 4096 2>&1)
+if grep -q "lacks KVM_CAP_DIRTY_LOG_RING" <<<"$ring_probe"; then
+	echo "SKIP: migrate_dirty_ring, migrate_dirty_ring_get_log_refused ($ring_probe)"
+else
+	ARGS_NO_RING=$ARGS
+	ARGS="$ARGS --dirty-ring 4096"
+	start_src r0
+	if wait_for $((30 * SLOW)) passes_past r0 1; then
+		if hop migrate_dirty_ring r0 r1 --dirty-log dirty-ring --connections 2; then
+			m_out=$("$VMM" migrate "$WORK/r1.sock" "tcp:127.0.0.1:$PORT" --dirty-log get-log 2>&1)
+			m_rc=$?
+			if [ $m_rc -eq 1 ] && grep -q "get-log: the VM runs with a dirty ring" <<<"$m_out" &&
+				kill -0 "$src_pid" 2>/dev/null; then
+				pass migrate_dirty_ring_get_log_refused
+			else
+				fail migrate_dirty_ring_get_log_refused "vmm migrate: status $m_rc" "$m_out"
+			fi
+		fi
+	else
+		fail migrate_dirty_ring "the source guest never ran memcheck" "$(tail -5 "$WORK/r0.out")" \
+			"$(tail -3 "$WORK/r0.err")"
+	fi
+	cleanup
+	ARGS=$ARGS_NO_RING
+fi
 ARGS="--mem 256M --balloon stats=1,free-page-hint,free-page-reporting"
 GUEST="memcheck 128 2000 & while true; do echo uptime \$(cut -d' ' -f1 /proc/uptime); sleep 1; done"
 

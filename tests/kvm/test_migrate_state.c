@@ -320,7 +320,7 @@ static void test_dirty_clear_log(void)
 
 	REQUIRE(tvm_create(&t, true, NULL) == 0 && tvm_reset_regs(&t) == 0);
 	REQUIRE(warm_up(&t) == 0);
-	rc = dirty_init(&d, t.fd, &t.mem, DIRTY_MODE_CLEAR_LOG, err, sizeof(err));
+	rc = dirty_init(&d, t.fd, &t.mem, NULL, DIRTY_MODE_CLEAR_LOG, err, sizeof(err));
 	if (rc == -EOPNOTSUPP) {
 		printf("SKIP: %s\n", err);
 		tvm_destroy(&t);
@@ -412,7 +412,7 @@ static void test_dirty_get_log(void)
 
 	REQUIRE(tvm_create(&t, true, NULL) == 0 && tvm_reset_regs(&t) == 0);
 	REQUIRE(warm_up(&t) == 0);
-	REQUIRE(dirty_init(&d, t.fd, &t.mem, DIRTY_MODE_GET_LOG, err, sizeof(err)) == 0);
+	REQUIRE(dirty_init(&d, t.fd, &t.mem, NULL, DIRTY_MODE_GET_LOG, err, sizeof(err)) == 0);
 	CHECK_STREQ(dirty_mode_name(&d), "get-log");
 	REQUIRE(bitmap_alloc(&b, guest_mem_pages(&t.mem)) == 0);
 	REQUIRE(dirty_start(&d, err, sizeof(err)) == 0);
@@ -450,7 +450,7 @@ static void test_dirty_auto(void)
 	char err[256];
 
 	REQUIRE(tvm_create(&t, false, NULL) == 0);
-	REQUIRE(dirty_init(&d, t.fd, &t.mem, DIRTY_MODE_AUTO, err, sizeof(err)) == 0);
+	REQUIRE(dirty_init(&d, t.fd, &t.mem, NULL, DIRTY_MODE_AUTO, err, sizeof(err)) == 0);
 	printf("INFO: auto dirty-log mode here: %s\n", dirty_mode_name(&d));
 	dirty_destroy(&d);
 	tvm_destroy(&t);

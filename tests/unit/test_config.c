@@ -176,6 +176,42 @@ static void test_bad_usage(void)
 	EXPECT_ERROR("--boot-timer", "run", "--kernel", "k", "--boot-timer=yes");
 }
 
+/* --dirty-ring ENTRIES: a power of two from 256 to 65536, always with a
+ * value; the host's own bounds are KVM's to check at start-up. */
+static void test_dirty_ring(void)
+{
+	struct vm_config cfg;
+	char err[ERRLEN];
+
+	CHECK_EQ(PARSE(&cfg, err, "run", "--kernel", "k"), CONFIG_OK);
+	CHECK_EQ(cfg.dirty_ring, 0);
+	CHECK_EQ(PARSE(&cfg, err, "run", "--kernel", "k", "--dirty-ring", "4096"), CONFIG_OK);
+	CHECK_EQ(cfg.dirty_ring, 4096);
+	CHECK_EQ(PARSE(&cfg, err, "run", "--kernel", "k", "--dirty-ring=256"), CONFIG_OK);
+	CHECK_EQ(cfg.dirty_ring, 256);
+	CHECK_EQ(PARSE(&cfg, err, "run", "--incoming", "tcp:0:1", "--dirty-ring", "65536"),
+		 CONFIG_OK);
+	CHECK_EQ(cfg.dirty_ring, 65536);
+	EXPECT_ERROR("needs an argument", "run", "--kernel", "k", "--dirty-ring");
+	EXPECT_ERROR("--dirty-ring: 'abc' is not a number", "run", "--kernel", "k", "--dirty-ring",
+		     "abc");
+	EXPECT_ERROR("--dirty-ring: '' is not a number", "run", "--kernel", "k", "--dirty-ring", "");
+	EXPECT_ERROR("--dirty-ring: '-4096' is not a number", "run", "--kernel", "k",
+		     "--dirty-ring=-4096");
+	EXPECT_ERROR("--dirty-ring: '4k' is not a number", "run", "--kernel", "k", "--dirty-ring",
+		     "4k");
+	EXPECT_ERROR("--dirty-ring: 3000 is not a power of two from 256 to 65536", "run",
+		     "--kernel", "k", "--dirty-ring", "3000");
+	EXPECT_ERROR("--dirty-ring: 128 is not a power of two", "run", "--kernel", "k",
+		     "--dirty-ring", "128");
+	EXPECT_ERROR("--dirty-ring: 0 is not", "run", "--kernel", "k", "--dirty-ring", "0");
+	EXPECT_ERROR("--dirty-ring: 131072 is not", "run", "--kernel", "k", "--dirty-ring",
+		     "131072");
+	EXPECT_ERROR("--dirty-ring: 99999999999999999999999 is not", "run", "--kernel", "k",
+		     "--dirty-ring", "99999999999999999999999");
+	CHECK_CONTAINS(config_usage, "--dirty-ring N");
+}
+
 static void test_help_version(void)
 {
 	struct vm_config cfg;
@@ -241,6 +277,7 @@ int main(int argc, char **argv)
 	RUN(test_mem_rejected);
 	RUN(test_console_kinds);
 	RUN(test_bad_usage);
+	RUN(test_dirty_ring);
 	RUN(test_help_version);
 	RUN(test_parse_twice);
 	RUN(test_idle_timeout_env);

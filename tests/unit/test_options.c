@@ -105,9 +105,13 @@ static void test_migrate_request(void)
 	CHECK_EQ(opts_from("{\"uri\":\"tcp:h:1\",\"dirty_log\":\"clear-log\"}", &o, err, sizeof(err)),
 		 0);
 	CHECK_EQ(o.dirty_mode, DIRTY_MODE_CLEAR_LOG);
+	CHECK_EQ(opts_from("{\"uri\":\"tcp:h:1\",\"dirty_log\":\"dirty-ring\"}", &o, err,
+			   sizeof(err)), 0);
+	CHECK_EQ(o.dirty_mode, DIRTY_MODE_DIRTY_RING);
 	CHECK_EQ(opts_from("{\"uri\":\"tcp:h:1\",\"dirty_log\":\"ring\"}", &o, err, sizeof(err)),
 		 -EINVAL);
 	CHECK_CONTAINS(err, "dirty_log");
+	CHECK_CONTAINS(err, "dirty-ring");
 	CHECK_EQ(opts_from("{\"uri\":\"tcp:h:1\",\"dirty_log\":1}", &o, err, sizeof(err)), -EINVAL);
 	/* Parallel connections: 1 to 16. */
 	CHECK_EQ(opts_from("{\"uri\":\"tcp:h:1\",\"connections\":4}", &o, err, sizeof(err)), 0);
@@ -118,6 +122,35 @@ static void test_migrate_request(void)
 	CHECK_CONTAINS(err, "connections");
 	CHECK_EQ(opts_from("{\"uri\":\"tcp:h:1\",\"connections\":0}", &o, err, sizeof(err)), -EINVAL);
 	CHECK_EQ(opts_from("{\"uri\":\"tcp:h:1\",\"connections\":\"2\"}", &o, err, sizeof(err)), -EINVAL);
+}
+
+/* Which dirty-log modes a VM can have: with a ring (vmm run --dirty-ring)
+ * only dirty-ring (KVM keeps no bitmaps then), without one all but it. */
+static void test_dirty_mode_check(void)
+{
+	enum dirty_mode m = DIRTY_MODE_GET_LOG;
+	char err[256] = "";
+
+	CHECK_EQ(dirty_mode_parse("dirty-ring", &m), 0);
+	CHECK_EQ(m, DIRTY_MODE_DIRTY_RING);
+	CHECK_EQ(dirty_mode_parse("auto", &m), 0);
+	CHECK_EQ(m, DIRTY_MODE_AUTO);
+	CHECK_EQ(dirty_mode_parse("Dirty-Ring", &m), -EINVAL);
+	CHECK_EQ(dirty_mode_parse("", &m), -EINVAL);
+
+	CHECK_EQ(dirty_mode_check(DIRTY_MODE_AUTO, false, err, sizeof(err)), 0);
+	CHECK_EQ(dirty_mode_check(DIRTY_MODE_AUTO, true, err, sizeof(err)), 0);
+	CHECK_EQ(dirty_mode_check(DIRTY_MODE_CLEAR_LOG, false, err, sizeof(err)), 0);
+	CHECK_EQ(dirty_mode_check(DIRTY_MODE_GET_LOG, false, err, sizeof(err)), 0);
+	CHECK_EQ(dirty_mode_check(DIRTY_MODE_DIRTY_RING, true, err, sizeof(err)), 0);
+	CHECK_EQ(dirty_mode_check(DIRTY_MODE_DIRTY_RING, false, err, sizeof(err)), -EINVAL);
+	CHECK_CONTAINS(err, "--dirty-log dirty-ring: the VM runs without a dirty ring");
+	CHECK_CONTAINS(err, "vmm run --dirty-ring N");
+	CHECK_EQ(dirty_mode_check(DIRTY_MODE_GET_LOG, true, err, sizeof(err)), -EINVAL);
+	CHECK_CONTAINS(err, "--dirty-log get-log: the VM runs with a dirty ring");
+	CHECK_EQ(dirty_mode_check(DIRTY_MODE_CLEAR_LOG, true, err, sizeof(err)), -EINVAL);
+	CHECK_CONTAINS(err, "--dirty-log clear-log: the VM runs with a dirty ring");
+	CHECK(!strchr(err, '\n'));
 }
 
 /* "compress" that is not a string was taken as absent (auto), where every
@@ -147,6 +180,7 @@ int main(int argc, char **argv)
 	RUN(test_balloon_options);
 	RUN(test_run_balloon_and_incoming);
 	RUN(test_migrate_request);
+	RUN(test_dirty_mode_check);
 	RUN(test_migrate_compress_type);
 	return unit_done();
 }
