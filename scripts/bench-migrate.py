@@ -180,8 +180,9 @@ class Bench:
     # ---- vmm ----
     def vmm_common(self, case):
         disk = ["--disk", self.disk() + ",ro"] if case == "pagecache" else []
+        ring = ["--dirty-ring", str(self.a.dirty_ring)] if self.a.dirty_log == "dirty-ring" else []
         return ["--mem", "%dM" % self.a.mem, "--cpus", "1",
-                "--balloon", "free-page-hint,free-page-reporting"] + disk
+                "--balloon", "free-page-hint,free-page-reporting"] + disk + ring
 
     def run_vmm(self, case, skip, compress, drop=False):
         n, port = self.next()
@@ -216,6 +217,7 @@ class Bench:
             watch = VcpuWatch(src.pid)
             mig = [self.a.vmm, "migrate", Peer.sock(n, "src"), "tcp:%s:%d" % (self.peer.addr(), port),
                    "--compress", compress, "--connections", str(self.a.connections),
+                   "--dirty-log", self.a.dirty_log,
                    "--json"] + ([] if skip else ["--no-skip-free"]) + \
                 (["--drop-guest-cache"] if drop else [])
             res["command"] = subprocess.list2cmdline(mig)
@@ -487,6 +489,10 @@ def main():
     ap.add_argument("--select", default="",
                     help="only these, e.g. vmm-on-zstd,QEMU-on-none,vmm-on-none-drop (for trials)")
     ap.add_argument("--connections", type=int, default=1, help="vmm migrate --connections (default 1)")
+    ap.add_argument("--dirty-log", default="auto",
+                    help="vmm migrate --dirty-log (auto, clear-log, get-log, dirty-ring; default auto); "
+                    "dirty-ring also starts both vmm with --dirty-ring")
+    ap.add_argument("--dirty-ring", type=int, default=4096, help="entries per vCPU ring with --dirty-log dirty-ring")
     ap.add_argument("--repeat", type=int, default=1, help="run the plan N times over; medians (default 1)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (consoles, stderr)")
     ap.add_argument("--dirty-mib", type=int, default=128, help="dirty case: memcheck's memory, MiB")
@@ -586,11 +592,12 @@ def main():
             fmt(r.get("iterations")), fmt(r.get("used_kib") and r["used_kib"] / 1024, "%.1f"), cpu_cell(r, a.mem),
             " %s (%s) |" % (fmt(r.get("stall_ms")), fmt(r.get("stall_before_ms"))) if a.stall else ""))
     print()
-    print("vmm migrate --connections %d. Pages sent: vmm raw/zstd/zero; QEMU normal/zero "
+    print("vmm migrate --connections %d --dirty-log %s%s. Pages sent: vmm raw/zstd/zero; QEMU normal/zero "
           "(ram.normal/ram.duplicate). QEMU iterations = ram.dirty-sync-count. CPU: user + system time "
           "of each VMM process during the migration, without its vCPU threads (the guest's), from "
           "/proc (source: from the migrate command to its end; destination: from listening to the "
-          "end)." % a.connections)
+          "end)." % (a.connections, a.dirty_log,
+                    " (vmm run --dirty-ring %d on both sides)" % a.dirty_ring if a.dirty_log == "dirty-ring" else ""))
     for r in rows:
         if "error" not in r:
             print("- %s %s %s %s%s: pages %s%s%s" % (
