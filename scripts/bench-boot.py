@@ -48,6 +48,7 @@ import time
 INIT_LINE = b"vmm-guest: init"
 IDLE_LINE = b"vmm-bench: idle"
 MARKER_RE = re.compile(rb"guest boot marker after ([0-9.]+) ms")
+STEPS_RE = re.compile(rb"boot steps \(ms\): ([^\n]*)")
 MAP_RE = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ \S+\s*(.*)$")
 
 
@@ -170,6 +171,9 @@ def one_boot(name, argv, args):
     m = MARKER_RE.search(err)
     if m:
         res["marker_ms"] = float(m.group(1))
+    m = STEPS_RE.search(err)
+    if m:
+        res["steps"] = m.group(1).decode("utf-8", "replace")
     res["status"] = p.returncode
     if args.trace:
         res["stdout"] = out
@@ -318,6 +322,8 @@ def main():
                         ", boot marker %.0f ms" % r["marker_ms"] if "marker_ms" in r else "",
                         r["rss_kib"] / 1024, r["guest_kib"] / 1024, r["overhead_kib"] / 1024,
                         " (%s)" % r["note"] if "note" in r else ""))
+                if "steps" in r:
+                    log("  vmm's boot steps, ms since it started: %s" % r["steps"])
 
     ok = {n: [r for r in rs if "error" not in r] for n, rs in results.items()}
     boot = {n: [r["boot_ms"] for r in rs] for n, rs in ok.items()}

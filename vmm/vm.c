@@ -299,15 +299,21 @@ void vm_create(struct vm *vm, const struct vm_config *cfg)
 	if (vm->ncpus > (unsigned)vm->kvm.max_vcpus)
 		die("--cpus %u: this host's KVM supports at most %d vCPUs", vm->ncpus,
 		    vm->kvm.max_vcpus);
+	vm->boot_step_ns[0] = now_ns() - vm->start_ns;
 	create_kvm_vm(vm);
+	vm->boot_step_ns[1] = now_ns() - vm->start_ns;
 	setup_memory(vm);
+	vm->boot_step_ns[2] = now_ns() - vm->start_ns;
 	setup_devices(vm);
+	vm->boot_step_ns[3] = now_ns() - vm->start_ns;
 	/* An incoming guest arrives with its memory and registers. */
 	if (!cfg->incoming)
 		load_guest(vm, &entry);
 	else
 		entry = (struct boot_entry){ 0, 0 };
+	vm->boot_step_ns[4] = now_ns() - vm->start_ns;
 	create_vcpus(vm, &entry);
+	vm->boot_step_ns[5] = now_ns() - vm->start_ns;
 	vm->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (vm->stop_fd < 0)
 		die("eventfd: %s", strerror(errno));

@@ -71,6 +71,9 @@ struct vm {
 	struct dirty_rings rings;
 
 	uint64_t start_ns;
+	/* --boot-timer: when vm_create finished each step, ns after start_ns
+	 * (KVM opened, VM created, memory, devices, kernel loaded, vCPUs). */
+	uint64_t boot_step_ns[6];
 	_Atomic uint64_t boot_marker_ns; /* 0 until the guest writes the marker */
 
 	/* Pausing the vCPUs: see vm_pause(). They run only while no owner
