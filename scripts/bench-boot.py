@@ -274,8 +274,10 @@ def main():
                'vmm.arg="echo vmm-bench: idle; sleep 600"')
     if args.trace:
         os.makedirs(args.trace, exist_ok=True)
+        # The idle line must not be in the command line, which dmesg
+        # prints: the shell puts it together.
         cmdline = ('console=ttyS0 reboot=k panic=1 pci=off quiet initcall_debug printk.time=1 '
-                   'log_buf_len=1M vmm.job=sh vmm.arg="dmesg; echo vmm-bench: idle; sleep 600"')
+                   'log_buf_len=1M vmm.job=sh vmm.arg="dmesg; echo vmm-bench: $(echo idle); sleep 600"')
 
     def vmm(kernel):
         return [args.vmm, "run", "--kernel", kernel, "--initrd", args.initrd,
