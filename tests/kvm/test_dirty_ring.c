@@ -1,6 +1,6 @@
 /* KVM self-test for the dirty ring (vmm/dirty_ring.c, and the dirty-ring
  * mode of migrate/dirty.c), in the style of test_migrate_state.c: each test
- * builds a tiny VM with a ring (enabled before its one vCPU exists, as
+ * builds a tiny VM (tvm.h) with a ring (enabled before its one vCPU exists, as
  * vm.c does) and checks what a sync reports. Needs real KVM with
  * KVM_CAP_DIRTY_LOG_RING (each test says SKIP without it):
  *
@@ -19,20 +19,18 @@
  * the host picks the pages it writes through ctrl.base (0xf04) and
  * ctrl.count (0xf08). */
 #include <errno.h>
-#include <fcntl.h>
 #include <linux/kvm.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
-#include <sys/mman.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "../unit/unit.h"
 #include "migrate/bitmap.h"
 #include "migrate/dirty.h"
+#include "tvm.h"
 #include "vmm/dirty_ring.h"
 #include "vmm/mem.h"
 #include "vmm/util.h"
@@ -41,13 +39,8 @@
 #define MEM_SIZE (2 * SLOT_SIZE)
 #define NPAGES (MEM_SIZE / 4096)
 #define SLOT1_GPA (16u << 20)
-#define CODE_GPA 0x1000
-#define COUNTER_GPA 0xf00
-#define CTRL_BASE_GPA 0xf04
-#define CTRL_COUNT_GPA 0xf08
-#define GUEST_PORT 0x10
-#define TSS_GPA 0xfffbd000ULL
-#define IDENTITY_MAP_GPA 0xfffbc000ULL
+#define CTRL_BASE_GPA CTRL_GPA
+#define CTRL_COUNT_GPA (CTRL_GPA + 4)
 
 static const uint8_t guest_code[] = {
 	0xff, 0x05, 0x00, 0x0f, 0x00, 0x00, /* 0:  incl 0xf00 */
@@ -63,90 +56,16 @@ static const uint8_t guest_code[] = {
 	0xeb, 0xd8,                         /* 38: jmp 0 */
 };
 
-static int kvm_fd = -1;
-
-struct tvm {
-	int fd;
-	int vcpu_fd;
-	struct kvm_run *run;
-	size_t run_size;
-	struct guest_mem mem;
-	struct dirty_ring ring;
-	struct dirty_rings rings;
-	unsigned full_exits; /* KVM_EXIT_DIRTY_RING_FULL seen */
-	char error[256];     /* the first failure of run_once, for threads */
-};
-
-#define TEST_IOCTL(fd, req, arg)                                                           \
-	({                                                                                 \
-		int __r = ioctl((fd), (req), (arg));                                       \
-		if (__r < 0)                                                               \
-			unit_fail(__FILE__, __LINE__, "%s: %s", #req, strerror(errno));    \
-		__r;                                                               \
-	})
-
 static void set_ctrl(struct tvm *t, uint32_t base, uint32_t count)
 {
 	memcpy(gpa_to_hva(&t->mem, CTRL_BASE_GPA, 4), &base, 4);
 	memcpy(gpa_to_hva(&t->mem, CTRL_COUNT_GPA, 4), &count, 4);
 }
 
-static uint32_t counter(struct tvm *t)
-{
-	uint32_t v;
-
-	memcpy(&v, gpa_to_hva(&t->mem, COUNTER_GPA, 4), 4);
-	return v;
-}
-
 /* Page index in the mapping (what dirty_sync reports) of a guest address. */
 static uint64_t page_of(struct tvm *t, uint64_t gpa)
 {
 	return guest_mem_offset(&t->mem, gpa) >> GUEST_PAGE_SHIFT;
-}
-
-static int set_cpuid(struct tvm *t)
-{
-	for (unsigned nent = 128; nent <= 4096; nent *= 2) {
-		struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + nent * sizeof(c->entries[0]));
-		int rc;
-
-		if (!c)
-			return -1;
-		c->nent = nent;
-		rc = ioctl(kvm_fd, KVM_GET_SUPPORTED_CPUID, c);
-		if (rc == 0)
-			rc = TEST_IOCTL(t->vcpu_fd, KVM_SET_CPUID2, c);
-		free(c);
-		if (rc == 0 || errno != E2BIG)
-			return rc;
-	}
-	return -1;
-}
-
-/* Flat 32-bit protected mode at 0x1000, interrupts off. The segment
- * registers are set directly: the guest never loads one, so it needs no GDT. */
-static int set_regs(struct tvm *t)
-{
-	struct kvm_sregs sregs;
-	struct kvm_regs regs = { .rip = CODE_GPA, .rflags = 2 };
-	struct kvm_segment code = {
-		.base = 0, .limit = 0xffffffff, .selector = 0x8, .type = 0xb, .present = 1,
-		.db = 1, .s = 1, .g = 1,
-	};
-	struct kvm_segment data = code;
-
-	data.selector = 0x10;
-	data.type = 0x3;
-	if (TEST_IOCTL(t->vcpu_fd, KVM_GET_SREGS, &sregs) < 0)
-		return -1;
-	sregs.cr0 |= 1; /* PE */
-	sregs.cs = code;
-	sregs.ds = sregs.es = sregs.fs = sregs.gs = sregs.ss = data;
-	if (TEST_IOCTL(t->vcpu_fd, KVM_SET_SREGS, &sregs) < 0 ||
-	    TEST_IOCTL(t->vcpu_fd, KVM_SET_REGS, &regs) < 0)
-		return -1;
-	return 0;
 }
 
 /* Enables a ring of `entries`, or with entries 0 the smallest KVM takes
@@ -172,58 +91,27 @@ static int enable_ring(struct tvm *t, uint32_t entries)
 	return rc ? -1 : 0;
 }
 
-/* 0, 1 (skip: no ring here) or -1. */
+/* Ready for a test: created, a ring of ring_entries (see enable_ring)
+ * enabled, and warmed up. 0, -1, or 1 when KVM has no ring: the test
+ * skips, and t is destroyed already. */
 static int tvm_create(struct tvm *t, uint32_t ring_entries)
 {
-	uint64_t idmap = IDENTITY_MAP_GPA;
 	char err[256];
-	int mmap_size, rc;
+	int rc;
 
-	memset(t, 0, sizeof(*t));
-	t->fd = t->vcpu_fd = -1;
-	t->fd = TEST_IOCTL(kvm_fd, KVM_CREATE_VM, 0);
-	if (t->fd < 0)
+	if (tvm_create_vm(t))
 		return -1;
 	/* Right after KVM_CREATE_VM, as KVM's API asks (and vm.c does). */
 	rc = enable_ring(t, ring_entries);
+	if (rc == 1)
+		tvm_destroy(t);
 	if (rc)
 		return rc;
-	if (TEST_IOCTL(t->fd, KVM_SET_TSS_ADDR, TSS_GPA) < 0 ||
-	    TEST_IOCTL(t->fd, KVM_SET_IDENTITY_MAP_ADDR, &idmap) < 0 ||
-	    TEST_IOCTL(t->fd, KVM_CREATE_IRQCHIP, 0) < 0)
+	if (tvm_setup_vm(t) || tvm_add_ram(t, MEM_SIZE, SLOT1_GPA))
 		return -1;
-	if (guest_mem_alloc(&t->mem, MEM_SIZE) || guest_mem_dirty_alloc(&t->mem)) {
-		unit_fail(__FILE__, __LINE__, "cannot allocate guest memory");
-		return -1;
-	}
-	t->mem.nregions = 2;
-	t->mem.regions[0].size = SLOT_SIZE;
-	t->mem.regions[1] = (struct mem_region){
-		.gpa = SLOT1_GPA, .size = SLOT_SIZE, .offset = SLOT_SIZE,
-		.hva = t->mem.base + SLOT_SIZE,
-	};
-	for (unsigned i = 0; i < t->mem.nregions; i++) {
-		struct kvm_userspace_memory_region r = {
-			.slot = i, .guest_phys_addr = t->mem.regions[i].gpa,
-			.memory_size = t->mem.regions[i].size,
-			.userspace_addr = (uintptr_t)t->mem.regions[i].hva,
-		};
-
-		if (TEST_IOCTL(t->fd, KVM_SET_USER_MEMORY_REGION, &r) < 0)
-			return -1;
-	}
 	memcpy(gpa_to_hva(&t->mem, CODE_GPA, sizeof(guest_code)), guest_code, sizeof(guest_code));
-	t->vcpu_fd = TEST_IOCTL(t->fd, KVM_CREATE_VCPU, 0);
-	mmap_size = TEST_IOCTL(kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
-	if (t->vcpu_fd < 0 || mmap_size <= 0 || set_cpuid(t) < 0)
+	if (tvm_create_vcpu(t))
 		return -1;
-	t->run_size = (size_t)mmap_size;
-	t->run = mmap(NULL, t->run_size, PROT_READ | PROT_WRITE, MAP_SHARED, t->vcpu_fd, 0);
-	if (t->run == MAP_FAILED) {
-		t->run = NULL;
-		unit_fail(__FILE__, __LINE__, "mmap kvm_run: %s", strerror(errno));
-		return -1;
-	}
 	if (dirty_ring_map(&t->ring, t->vcpu_fd, t->rings.entries, err, sizeof(err))) {
 		unit_fail(__FILE__, __LINE__, "%s", err);
 		return -1;
@@ -231,96 +119,9 @@ static int tvm_create(struct tvm *t, uint32_t ring_entries)
 	t->rings.ring = &t->ring;
 	t->rings.n = 1;
 	printf("INFO: dirty ring of %u entries\n", t->rings.entries);
-	return set_regs(t);
-}
-
-static void tvm_destroy(struct tvm *t)
-{
-	dirty_ring_destroy(&t->ring);
-	if (t->run)
-		munmap(t->run, t->run_size);
-	if (t->vcpu_fd >= 0)
-		close(t->vcpu_fd);
-	if (t->fd >= 0)
-		close(t->fd);
-	guest_mem_free(&t->mem);
-}
-
-/* One guest iteration: KVM_RUN until the OUT; a full ring on the way is
- * harvested and reset as vcpu.c does it. The OUT's byte, or -1 (with the
- * reason in t->error: this runs on other threads too). */
-static int run_once(struct tvm *t)
-{
-	for (;;) {
-		int rc = ioctl(t->vcpu_fd, KVM_RUN, 0), n;
-
-		if (rc < 0 && errno == EINTR)
-			continue;
-		if (rc < 0) {
-			snprintf(t->error, sizeof(t->error), "KVM_RUN: %s", strerror(errno));
-			return -1;
-		}
-		if (t->run->exit_reason == KVM_EXIT_DIRTY_RING_FULL) {
-			t->full_exits++;
-			n = dirty_ring_collect(&t->ring, t->fd, &t->mem, t->mem.dirty, NULL);
-			if (n < 0) {
-				snprintf(t->error, sizeof(t->error), "KVM_RESET_DIRTY_RINGS: %s",
-					 strerror(-n));
-				return -1;
-			}
-			continue;
-		}
-		if (t->run->exit_reason != KVM_EXIT_IO || t->run->io.port != GUEST_PORT ||
-		    t->run->io.direction != KVM_EXIT_IO_OUT || t->run->io.size != 1) {
-			struct kvm_regs regs = { 0 };
-
-			ioctl(t->vcpu_fd, KVM_GET_REGS, &regs);
-			snprintf(t->error, sizeof(t->error),
-				 "unexpected exit %u (port %#x) at rip %#llx", t->run->exit_reason,
-				 t->run->io.port, (unsigned long long)regs.rip);
-			return -1;
-		}
-		return ((uint8_t *)t->run)[t->run->io.data_offset];
-	}
-}
-
-static int run_iterations(struct tvm *t, unsigned n)
-{
-	for (unsigned i = 0; i < n; i++) {
-		if (run_once(t) < 0) {
-			unit_fail(__FILE__, __LINE__, "%s", t->error);
-			return -1;
-		}
-	}
-	return 0;
-}
-
-/* Checks that the dirty pages are exactly the expected ones. */
-static void check_dirty_set(const char *what, const struct bitmap *got, const struct bitmap *want)
-{
-	char line[512];
-	size_t len = 0;
-
-	for (uint64_t p = 0; p < got->nbits && len < sizeof(line) - 40; p++)
-		if (bitmap_test(got, p) != bitmap_test(want, p))
-			len += (size_t)snprintf(line + len, sizeof(line) - len, " %s%#llx",
-						bitmap_test(got, p) ? "+" : "-",
-						(unsigned long long)p);
-	if (len)
-		unit_fail(__FILE__, __LINE__, "%s: dirty pages differ (+ unexpected, - missing):%s",
-			  what, line);
-}
-
-static int sync_into(struct dirty_log *d, struct bitmap *b)
-{
-	char err[256];
-	int rc;
-
-	bitmap_clear_all(b);
-	rc = dirty_sync(d, b, err, sizeof(err));
-	if (rc)
-		unit_fail(__FILE__, __LINE__, "dirty_sync: %s", err);
-	return rc;
+	if (tvm_set_regs(t, TVM_FLAT32))
+		return -1;
+	return warm_up(t);
 }
 
 /* The pages the guest writes with ctrl (base, count), and page 0. */
@@ -332,17 +133,6 @@ static void expect_writes(struct tvm *t, struct bitmap *want, uint32_t base, uin
 		bitmap_set(want, page_of(t, base + i * 4096ULL));
 }
 
-/* The guest runs once before logging starts, so the code page is mapped
- * already (KVM logs a page it maps into a logged slot, even to read it). */
-static int warm_up(struct tvm *t)
-{
-	set_ctrl(t, 0, 0);
-	if (run_iterations(t, 1))
-		return -1;
-	memset(gpa_to_hva(&t->mem, COUNTER_GPA, 4), 0, 4);
-	return 0;
-}
-
 static void test_ring_sync(void)
 {
 	struct dirty_log d;
@@ -352,11 +142,9 @@ static void test_ring_sync(void)
 	int rc;
 
 	rc = tvm_create(&t, 4096);
-	if (rc == 1) {
-		tvm_destroy(&t);
+	if (rc == 1)
 		return;
-	}
-	REQUIRE(rc == 0 && warm_up(&t) == 0);
+	REQUIRE(rc == 0);
 	/* A VM with a ring has no other mode. */
 	CHECK_EQ(dirty_init(&d, t.fd, &t.mem, &t.rings, DIRTY_MODE_GET_LOG, err, sizeof(err)),
 		 -EINVAL);
@@ -449,11 +237,9 @@ static void test_ring_full(void)
 	int rc;
 
 	rc = tvm_create(&t, 0);
-	if (rc == 1) {
-		tvm_destroy(&t);
+	if (rc == 1)
 		return;
-	}
-	REQUIRE(rc == 0 && warm_up(&t) == 0);
+	REQUIRE(rc == 0);
 	REQUIRE(t.rings.entries < count);
 	REQUIRE(dirty_init(&d, t.fd, &t.mem, &t.rings, DIRTY_MODE_DIRTY_RING, err,
 			   sizeof(err)) == 0);
@@ -499,7 +285,7 @@ static void *mini_vcpu(void *arg)
 	struct mini *m = arg;
 
 	while (!atomic_load(&m->stop)) {
-		if (run_once(m->t) < 0) {
+		if (tvm_run_once(m->t) < 0) {
 			atomic_store(&m->failed, true);
 			break;
 		}
@@ -536,11 +322,9 @@ static void test_ring_no_lost_write(void)
 	int rc;
 
 	rc = tvm_create(&t, 0);
-	if (rc == 1) {
-		tvm_destroy(&t);
+	if (rc == 1)
 		return;
-	}
-	REQUIRE(rc == 0 && warm_up(&t) == 0);
+	REQUIRE(rc == 0);
 	copy = calloc(1, MEM_SIZE);
 	REQUIRE(copy);
 	REQUIRE(dirty_init(&d, t.fd, &t.mem, &t.rings, DIRTY_MODE_AUTO, err, sizeof(err)) == 0);
@@ -578,11 +362,8 @@ static void test_ring_no_lost_write(void)
 int main(int argc, char **argv)
 {
 	unit_init(argc, argv);
-	kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
-	if (kvm_fd < 0) {
-		printf("FAIL: %s/open (/dev/kvm: %s)\n", unit_binary, strerror(errno));
+	if (tvm_open_kvm())
 		return 1;
-	}
 	RUN(test_ring_sync);
 	RUN(test_ring_full);
 	RUN(test_ring_no_lost_write);

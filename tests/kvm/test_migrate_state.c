@@ -1,5 +1,5 @@
 /* KVM self-test for migrate/dirty.c and migrate/state.c, in the style of
- * the Linux KVM selftests: each test builds its own tiny VM (in-kernel
+ * the Linux KVM selftests: each test builds its own tiny VM (tvm.h; in-kernel
  * irqchip and PIT as vm.c makes them, 2 MiB of RAM, one vCPU) running a
  * real-mode loop, and checks what KVM reports. Needs real KVM:
  *
@@ -14,32 +14,22 @@
  * pages it writes through the ctrl words at 0xf04 (seg), 0xf06 (off) and
  * 0xf08 (count). */
 #include <errno.h>
-#include <fcntl.h>
 #include <linux/kvm.h>
-#include <stdarg.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
-#include <sys/mman.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "../unit/unit.h"
 #include "migrate/bitmap.h"
 #include "migrate/dirty.h"
 #include "migrate/state.h"
+#include "tvm.h"
 #include "vmm/mem.h"
 
 #define MEM_SIZE (2u << 20)
 #define NPAGES (MEM_SIZE / 4096)
-#define CODE_GPA 0x1000
-#define COUNTER_GPA 0xf00
-#define CTRL_GPA 0xf04
-#define GUEST_PORT 0x10
-#define TSS_GPA 0xfffbd000ULL
-#define IDENTITY_MAP_GPA 0xfffbc000ULL
 #define MSR_IA32_TSC 0x10
 #define MSR_STAR 0xc0000081
 /* Hyper-V MSRs in KVM's list that are clocks (reads only; writes ignored). */
@@ -66,25 +56,6 @@ static const uint8_t guest_code[] = {
 	0xeb, 0xd7,                   /* jmp 0 */
 };
 
-static int kvm_fd = -1;
-
-struct tvm {
-	int fd;
-	int vcpu_fd;
-	struct kvm_run *run;
-	size_t run_size;
-	struct guest_mem mem;
-};
-
-/* The selftests' pair: a raw ioctl, and one that fails the test. */
-#define TEST_IOCTL(fd, req, arg)                                                           \
-	({                                                                                 \
-		int __r = ioctl((fd), (req), (arg));                                       \
-		if (__r < 0)                                                               \
-			unit_fail(__FILE__, __LINE__, "%s: %s", #req, strerror(errno));    \
-		__r;                                                               \
-	})
-
 static uint8_t *gpa(struct tvm *t, uint64_t addr)
 {
 	return gpa_to_hva(&t->mem, addr, 1);
@@ -97,146 +68,21 @@ static void set_ctrl(struct tvm *t, uint16_t seg, uint16_t off, uint16_t count)
 	memcpy(gpa(t, CTRL_GPA + 4), &count, 2);
 }
 
-static uint32_t counter(struct tvm *t)
-{
-	uint32_t v;
-
-	memcpy(&v, gpa(t, COUNTER_GPA), 4);
-	return v;
-}
-
-static int set_cpuid(struct tvm *t)
-{
-	for (unsigned nent = 128; nent <= 4096; nent *= 2) {
-		struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + nent * sizeof(c->entries[0]));
-		int rc;
-
-		if (!c)
-			return -1;
-		c->nent = nent;
-		rc = ioctl(kvm_fd, KVM_GET_SUPPORTED_CPUID, c);
-		if (rc == 0)
-			rc = TEST_IOCTL(t->vcpu_fd, KVM_SET_CPUID2, c);
-		free(c);
-		if (rc == 0 || errno != E2BIG)
-			return rc;
-	}
-	return -1;
-}
-
 /* Memory: two slots (two regions at offsets 0 and 1 MiB, guest physical
  * 0 and 1 MiB) or one of 2 MiB. copy_from: RAM contents to start with. */
 static int tvm_create(struct tvm *t, bool two_slots, const struct tvm *copy_from)
 {
 	struct kvm_pit_config pit = { .flags = 0 };
-	uint64_t idmap = IDENTITY_MAP_GPA;
-	int mmap_size;
 
-	memset(t, 0, sizeof(*t));
-	t->fd = t->vcpu_fd = -1;
-	t->fd = TEST_IOCTL(kvm_fd, KVM_CREATE_VM, 0);
-	if (t->fd < 0 || TEST_IOCTL(t->fd, KVM_SET_TSS_ADDR, TSS_GPA) < 0 ||
-	    TEST_IOCTL(t->fd, KVM_SET_IDENTITY_MAP_ADDR, &idmap) < 0 ||
-	    TEST_IOCTL(t->fd, KVM_CREATE_IRQCHIP, 0) < 0 ||
-	    TEST_IOCTL(t->fd, KVM_CREATE_PIT2, &pit) < 0)
+	if (tvm_create_vm(t) || tvm_setup_vm(t) ||
+	    TEST_IOCTL(t->fd, KVM_CREATE_PIT2, &pit) < 0 ||
+	    tvm_add_ram(t, MEM_SIZE, two_slots ? MEM_SIZE / 2 : 0))
 		return -1;
-	if (guest_mem_alloc(&t->mem, MEM_SIZE) || guest_mem_dirty_alloc(&t->mem)) {
-		unit_fail(__FILE__, __LINE__, "cannot allocate guest memory");
-		return -1;
-	}
-	if (two_slots) {
-		t->mem.nregions = 2;
-		t->mem.regions[0].size = MEM_SIZE / 2;
-		t->mem.regions[1] = (struct mem_region){
-			.gpa = MEM_SIZE / 2, .size = MEM_SIZE / 2, .offset = MEM_SIZE / 2,
-			.hva = t->mem.base + MEM_SIZE / 2,
-		};
-	}
-	for (unsigned i = 0; i < t->mem.nregions; i++) {
-		struct kvm_userspace_memory_region r = {
-			.slot = i, .guest_phys_addr = t->mem.regions[i].gpa,
-			.memory_size = t->mem.regions[i].size,
-			.userspace_addr = (uintptr_t)t->mem.regions[i].hva,
-		};
-
-		if (TEST_IOCTL(t->fd, KVM_SET_USER_MEMORY_REGION, &r) < 0)
-			return -1;
-	}
 	if (copy_from)
 		memcpy(t->mem.base, copy_from->mem.base, MEM_SIZE);
 	else
 		memcpy(gpa(t, CODE_GPA), guest_code, sizeof(guest_code));
-	t->vcpu_fd = TEST_IOCTL(t->fd, KVM_CREATE_VCPU, 0);
-	mmap_size = TEST_IOCTL(kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
-	if (t->vcpu_fd < 0 || mmap_size <= 0 || set_cpuid(t) < 0)
-		return -1;
-	t->run_size = (size_t)mmap_size;
-	t->run = mmap(NULL, t->run_size, PROT_READ | PROT_WRITE, MAP_SHARED, t->vcpu_fd, 0);
-	if (t->run == MAP_FAILED) {
-		t->run = NULL;
-		unit_fail(__FILE__, __LINE__, "mmap kvm_run: %s", strerror(errno));
-		return -1;
-	}
-	return 0;
-}
-
-/* Real mode at CS:IP = 0x100:0, everything else as KVM resets it. */
-static int tvm_reset_regs(struct tvm *t)
-{
-	struct kvm_sregs sregs;
-	struct kvm_regs regs = { .rip = 0, .rflags = 2 };
-
-	if (TEST_IOCTL(t->vcpu_fd, KVM_GET_SREGS, &sregs) < 0)
-		return -1;
-	sregs.cs.selector = CODE_GPA >> 4;
-	sregs.cs.base = CODE_GPA;
-	if (TEST_IOCTL(t->vcpu_fd, KVM_SET_SREGS, &sregs) < 0 ||
-	    TEST_IOCTL(t->vcpu_fd, KVM_SET_REGS, &regs) < 0)
-		return -1;
-	return 0;
-}
-
-static void tvm_destroy(struct tvm *t)
-{
-	if (t->run)
-		munmap(t->run, t->run_size);
-	if (t->vcpu_fd >= 0)
-		close(t->vcpu_fd);
-	if (t->fd >= 0)
-		close(t->fd);
-	guest_mem_free(&t->mem);
-}
-
-/* One guest iteration: KVM_RUN until the OUT; returns the byte or -1. */
-static int run_once(struct tvm *t)
-{
-	int rc;
-
-	do
-		rc = ioctl(t->vcpu_fd, KVM_RUN, 0);
-	while (rc < 0 && errno == EINTR);
-	if (rc < 0) {
-		unit_fail(__FILE__, __LINE__, "KVM_RUN: %s", strerror(errno));
-		return -1;
-	}
-	if (t->run->exit_reason != KVM_EXIT_IO || t->run->io.port != GUEST_PORT ||
-	    t->run->io.direction != KVM_EXIT_IO_OUT || t->run->io.size != 1) {
-		struct kvm_regs regs;
-
-		ioctl(t->vcpu_fd, KVM_GET_REGS, &regs);
-		unit_fail(__FILE__, __LINE__, "unexpected exit %u (port %#x) at rip %#llx",
-			  t->run->exit_reason, t->run->io.port, (unsigned long long)regs.rip);
-		return -1;
-	}
-	return ((uint8_t *)t->run)[t->run->io.data_offset];
-}
-
-static int run_iterations(struct tvm *t, unsigned n)
-{
-	for (unsigned i = 0; i < n; i++)
-		if (run_once(t) < 0)
-			return -1;
-	return 0;
+	return tvm_create_vcpu(t);
 }
 
 /* What vcpu.c does before saving: KVM_RUN with immediate_exit, so KVM
@@ -258,52 +104,18 @@ static int complete_pending_io(struct tvm *t)
 
 /* ---- dirty log ---- */
 
-/* KVM marks a page dirty when it first maps it into a dirty-logged slot,
- * even for a read or an instruction fetch: it maps the page writable and
- * logs it then. So the guest runs once before logging starts, and the code
- * page is mapped already (and afterwards only write-protected). */
-static int warm_up(struct tvm *t)
-{
-	set_ctrl(t, 0, 0, 0);
-	if (run_once(t) < 0)
-		return -1;
-	memset(gpa(t, COUNTER_GPA), 0, 4);
-	return 0;
-}
-
-/* Checks that the dirty pages are exactly the expected ones. */
-static void check_dirty_set(const char *what, const struct bitmap *got, const uint64_t *want,
-			    unsigned nwant)
+/* Checks that the dirty pages are exactly the listed ones. */
+static void check_dirty_list(const char *what, const struct bitmap *got, const uint64_t *want,
+			     unsigned nwant)
 {
 	struct bitmap exp;
-	char line[512];
-	size_t len = 0;
 
 	if (bitmap_alloc(&exp, got->nbits))
 		return;
 	for (unsigned i = 0; i < nwant; i++)
 		bitmap_set(&exp, want[i]);
-	for (uint64_t p = 0; p < got->nbits && len < sizeof(line) - 40; p++)
-		if (bitmap_test(got, p) != bitmap_test(&exp, p))
-			len += (size_t)snprintf(line + len, sizeof(line) - len, " %s%#llx",
-						bitmap_test(got, p) ? "+" : "-",
-						(unsigned long long)p);
-	if (len)
-		unit_fail(__FILE__, __LINE__, "%s: dirty pages differ (+ unexpected, - missing):%s",
-			  what, line);
+	check_dirty_set(what, got, &exp);
 	bitmap_free(&exp);
-}
-
-static int sync_into(struct dirty_log *d, struct bitmap *b)
-{
-	char err[256];
-	int rc;
-
-	bitmap_clear_all(b);
-	rc = dirty_sync(d, b, err, sizeof(err));
-	if (rc)
-		unit_fail(__FILE__, __LINE__, "dirty_sync: %s", err);
-	return rc;
 }
 
 static void test_dirty_clear_log(void)
@@ -318,7 +130,7 @@ static void test_dirty_clear_log(void)
 	char err[256];
 	int rc;
 
-	REQUIRE(tvm_create(&t, true, NULL) == 0 && tvm_reset_regs(&t) == 0);
+	REQUIRE(tvm_create(&t, true, NULL) == 0 && tvm_set_regs(&t, TVM_REAL_MODE) == 0);
 	REQUIRE(warm_up(&t) == 0);
 	rc = dirty_init(&d, t.fd, &t.mem, NULL, DIRTY_MODE_CLEAR_LOG, err, sizeof(err));
 	if (rc == -EOPNOTSUPP) {
@@ -344,12 +156,12 @@ static void test_dirty_clear_log(void)
 	set_ctrl(&t, 0x2000, 0, 8);
 	REQUIRE(run_iterations(&t, 20) == 0);
 	REQUIRE(sync_into(&d, &b) == 0);
-	check_dirty_set("phase 1", &b, phase1, 9);
+	check_dirty_list("phase 1", &b, phase1, 9);
 	CHECK_EQ(counter(&t), 20);
 	/* Clearing 4 pages inside a 64-page chunk clears just those. */
 	REQUIRE(dirty_clear(&d, 0x20, 4, err, sizeof(err)) == 0);
 	REQUIRE(sync_into(&d, &b) == 0);
-	check_dirty_set("phase 1 after a partial clear", &b, phase1_half, 5);
+	check_dirty_list("phase 1 after a partial clear", &b, phase1_half, 5);
 	CHECK_EQ(dirty_clear(&d, NPAGES - 1, 2, err, sizeof(err)), -EINVAL);
 	CHECK_CONTAINS(err, "outside RAM");
 	/* A mask over all of RAM (both slots): only its set pages are cleared. */
@@ -362,7 +174,7 @@ static void test_dirty_clear_log(void)
 		bitmap_set(&mask, NPAGES - 1); /* slot 1, not dirty: no harm */
 		REQUIRE(dirty_clear_mask(&d, 0, NPAGES, mask.words, err, sizeof(err)) == 0);
 		REQUIRE(sync_into(&d, &b) == 0);
-		check_dirty_set("phase 1 after a mask clear", &b, left, 4);
+		check_dirty_list("phase 1 after a mask clear", &b, left, 4);
 		CHECK_EQ(dirty_clear_mask(&d, 1, 64, mask.words, err, sizeof(err)), -EINVAL);
 		CHECK_CONTAINS(err, "aligned");
 		CHECK_EQ(dirty_clear_mask(&d, 0, 65, mask.words, err, sizeof(err)), -EINVAL);
@@ -380,7 +192,7 @@ static void test_dirty_clear_log(void)
 	guest_mem_mark_dirty(&t.mem, 0x30fff, 1);
 	CHECK(guest_mem_test_dirty(&t.mem, 0x1f0000));
 	REQUIRE(sync_into(&d, &b) == 0);
-	check_dirty_set("phase 2", &b, phase2, 7);
+	check_dirty_list("phase 2", &b, phase2, 7);
 	CHECK(!guest_mem_test_dirty(&t.mem, 0x1f0000)); /* taken by the sync */
 	CHECK(!guest_mem_test_dirty(&t.mem, 0x30000));
 
@@ -410,7 +222,7 @@ static void test_dirty_get_log(void)
 	struct tvm t;
 	char err[256];
 
-	REQUIRE(tvm_create(&t, true, NULL) == 0 && tvm_reset_regs(&t) == 0);
+	REQUIRE(tvm_create(&t, true, NULL) == 0 && tvm_set_regs(&t, TVM_REAL_MODE) == 0);
 	REQUIRE(warm_up(&t) == 0);
 	REQUIRE(dirty_init(&d, t.fd, &t.mem, NULL, DIRTY_MODE_GET_LOG, err, sizeof(err)) == 0);
 	CHECK_STREQ(dirty_mode_name(&d), "get-log");
@@ -426,7 +238,7 @@ static void test_dirty_get_log(void)
 	set_ctrl(&t, 0x2000, 0, 8);
 	REQUIRE(run_iterations(&t, 20) == 0);
 	REQUIRE(sync_into(&d, &b) == 0);
-	check_dirty_set("phase 1", &b, phase1, 9);
+	check_dirty_list("phase 1", &b, phase1, 9);
 	/* Reading cleared it. */
 	REQUIRE(sync_into(&d, &b) == 0);
 	CHECK_EQ(bitmap_count(&b), 0);
@@ -436,7 +248,7 @@ static void test_dirty_get_log(void)
 	REQUIRE(run_iterations(&t, 20) == 0);
 	guest_mem_mark_dirty(&t.mem, 0x80000, 4096);
 	REQUIRE(sync_into(&d, &b) == 0);
-	check_dirty_set("phase 2", &b, phase2, 6);
+	check_dirty_list("phase 2", &b, phase2, 6);
 	CHECK_EQ(dirty_stop(&d, err, sizeof(err)), 0);
 	bitmap_free(&b);
 	dirty_destroy(&d);
@@ -634,7 +446,7 @@ static void test_state_migrate(void)
 	state_writer_init(&wva);
 	state_writer_init(&wb);
 	state_writer_init(&wvb);
-	REQUIRE(tvm_create(&a, false, NULL) == 0 && tvm_reset_regs(&a) == 0);
+	REQUIRE(tvm_create(&a, false, NULL) == 0 && tvm_set_regs(&a, TVM_REAL_MODE) == 0);
 	REQUIRE(seed_state(&a) == 0);
 	set_ctrl(&a, 0x2000, 0, 4);
 	REQUIRE(run_iterations(&a, 25) == 0);
@@ -706,11 +518,8 @@ static void test_state_migrate(void)
 int main(int argc, char **argv)
 {
 	unit_init(argc, argv);
-	kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
-	if (kvm_fd < 0) {
-		printf("FAIL: %s/open (/dev/kvm: %s)\n", unit_binary, strerror(errno));
+	if (tvm_open_kvm())
 		return 1;
-	}
 	RUN(test_dirty_clear_log);
 	RUN(test_dirty_get_log);
 	RUN(test_dirty_auto);

@@ -50,9 +50,27 @@ static uint64_t count_bits(const _Atomic uint64_t *bits, uint64_t npages)
 	return n;
 }
 
-static _Atomic uint64_t *alloc_bits(const struct guest_mem *mem)
+/* A ring of `entries` over g, on the layout of ram bytes of RAM (no
+ * memory behind it: a harvest only reads the layout), and a bitmap for its
+ * pages to harvest into; NULL if either cannot be had. */
+static _Atomic uint64_t *ring_setup(struct dirty_ring *r, struct kvm_dirty_gfn *g,
+				    uint32_t entries, struct guest_mem *mem, uint64_t ram)
 {
-	return calloc((guest_mem_pages(mem) + 63) / 64, sizeof(uint64_t));
+	_Atomic uint64_t *bits;
+
+	guest_mem_layout(mem, NULL, ram);
+	bits = calloc((guest_mem_pages(mem) + 63) / 64, sizeof(uint64_t));
+	if (bits && dirty_ring_init(r, g, entries)) {
+		free((void *)bits);
+		return NULL;
+	}
+	return bits;
+}
+
+static void ring_teardown(struct dirty_ring *r, _Atomic uint64_t *bits)
+{
+	dirty_ring_destroy(r);
+	free((void *)bits);
 }
 
 static void test_entries_valid(void)
@@ -112,9 +130,8 @@ static void test_harvest_stops_at_first_not_dirty(void)
 	struct dirty_ring r;
 	_Atomic uint64_t *bits;
 
-	guest_mem_layout(&mem, NULL, 64ULL << 20);
-	bits = alloc_bits(&mem);
-	REQUIRE(bits && dirty_ring_init(&r, g, 8) == 0);
+	bits = ring_setup(&r, g, 8, &mem, 64ULL << 20);
+	REQUIRE(bits);
 	push(&g[0], 0, 5);
 	push(&g[1], 0, 64);
 	push(&g[2], 0, 5); /* twice: once set */
@@ -143,8 +160,7 @@ static void test_harvest_stops_at_first_not_dirty(void)
 	g[5].flags = RESET;
 	CHECK_EQ(dirty_ring_harvest(&r, &mem, bits), 0);
 	CHECK_EQ(r.fetch, 5);
-	dirty_ring_destroy(&r);
-	free((void *)bits);
+	ring_teardown(&r, bits);
 }
 
 /* The fetch index runs on past the ring size (the slot is index % size),
@@ -157,9 +173,8 @@ static void test_harvest_wraps(void)
 	_Atomic uint64_t *bits;
 	uint32_t reset_index = 0;
 
-	guest_mem_layout(&mem, NULL, 64ULL << 20);
-	bits = alloc_bits(&mem);
-	REQUIRE(bits && dirty_ring_init(&r, g, 8) == 0);
+	bits = ring_setup(&r, g, 8, &mem, 64ULL << 20);
+	REQUIRE(bits);
 	for (unsigned i = 0; i < 6; i++)
 		push(&g[i], 0, i);
 	CHECK_EQ(dirty_ring_harvest(&r, &mem, bits), 6);
@@ -185,8 +200,7 @@ static void test_harvest_wraps(void)
 	CHECK_EQ(r.fetch, 1);
 	CHECK(bit(bits, 2000) && bit(bits, 2001) && bit(bits, 2002));
 	CHECK(g[6].flags == RESET && g[7].flags == RESET && g[0].flags == RESET);
-	dirty_ring_destroy(&r);
-	free((void *)bits);
+	ring_teardown(&r, bits);
 }
 
 /* A ring whose every entry is dirty is taken once round, no more. */
@@ -198,9 +212,8 @@ static void test_harvest_full_ring(void)
 	_Atomic uint64_t *bits;
 	uint32_t reset_index = 0;
 
-	guest_mem_layout(&mem, NULL, 64ULL << 20);
-	bits = alloc_bits(&mem);
-	REQUIRE(bits && dirty_ring_init(&r, g, 16) == 0);
+	bits = ring_setup(&r, g, 16, &mem, 64ULL << 20);
+	REQUIRE(bits);
 	r.fetch = 5;
 	reset_index = 5;
 	for (unsigned i = 0; i < 16; i++)
@@ -212,8 +225,7 @@ static void test_harvest_full_ring(void)
 		CHECK_EQ(g[i].flags, RESET);
 	CHECK_EQ(fake_reset(g, 16, &reset_index), 16);
 	CHECK_EQ(dirty_ring_harvest(&r, &mem, bits), 0);
-	dirty_ring_destroy(&r);
-	free((void *)bits);
+	ring_teardown(&r, bits);
 }
 
 /* Entries naming no page of RAM are consumed (the ring must move on) and
@@ -226,10 +238,9 @@ static void test_harvest_ignores_out_of_range(void)
 	_Atomic uint64_t *bits;
 	uint64_t npages;
 
-	guest_mem_layout(&mem, NULL, 4ULL << 20); /* 1024 pages, one slot */
+	bits = ring_setup(&r, g, 8, &mem, 4ULL << 20); /* 1024 pages, one slot */
+	REQUIRE(bits);
 	npages = guest_mem_pages(&mem);
-	bits = alloc_bits(&mem);
-	REQUIRE(bits && dirty_ring_init(&r, g, 8) == 0);
 	push(&g[0], 1, 0);             /* no slot 1 */
 	push(&g[1], 0, npages);        /* past the slot */
 	push(&g[2], 1u << 16, 3);      /* another address space */
@@ -242,8 +253,7 @@ static void test_harvest_ignores_out_of_range(void)
 	CHECK(bit(bits, npages - 1));
 	for (unsigned i = 0; i < 5; i++)
 		CHECK_EQ(g[i].flags, RESET);
-	dirty_ring_destroy(&r);
-	free((void *)bits);
+	ring_teardown(&r, bits);
 }
 
 /* Two slots: slot 1's offsets land after slot 0's pages. */
@@ -255,17 +265,15 @@ static void test_harvest_two_slots(void)
 	_Atomic uint64_t *bits;
 	uint64_t low = MMIO_HOLE_START >> GUEST_PAGE_SHIFT;
 
-	guest_mem_layout(&mem, NULL, 4ULL << 30);
-	bits = alloc_bits(&mem);
-	REQUIRE(bits && dirty_ring_init(&r, g, 4) == 0);
+	bits = ring_setup(&r, g, 4, &mem, 4ULL << 30);
+	REQUIRE(bits);
 	push(&g[0], 1, 0);
 	push(&g[1], 1, 17);
 	push(&g[2], 0, low - 1);
 	CHECK_EQ(dirty_ring_harvest(&r, &mem, bits), 3);
 	CHECK(bit(bits, low) && bit(bits, low + 17) && bit(bits, low - 1));
 	CHECK_EQ(count_bits(bits, guest_mem_pages(&mem)), 3);
-	dirty_ring_destroy(&r);
-	free((void *)bits);
+	ring_teardown(&r, bits);
 }
 
 /* With no bitmap the entries are still consumed: a vCPU whose ring fills
@@ -296,16 +304,14 @@ static void test_collect_reset_fails(void)
 	_Atomic uint64_t *bits;
 	int reset = -1;
 
-	guest_mem_layout(&mem, NULL, 64ULL << 20);
-	bits = alloc_bits(&mem);
-	REQUIRE(bits && dirty_ring_init(&r, g, 4) == 0);
+	bits = ring_setup(&r, g, 4, &mem, 64ULL << 20);
+	REQUIRE(bits);
 	push(&g[0], 0, 9);
 	CHECK_EQ(dirty_ring_collect(&r, -1, &mem, bits, &reset), -EBADF);
 	CHECK_EQ(reset, 0);
 	CHECK(bit(bits, 9));
 	CHECK_EQ(g[0].flags, RESET);
-	dirty_ring_destroy(&r);
-	free((void *)bits);
+	ring_teardown(&r, bits);
 }
 
 /* ---- two harvesters and a fake KVM at once ---- */
@@ -365,10 +371,9 @@ static void test_two_harvesters(void)
 	uint64_t npages;
 
 	REQUIRE(t);
-	guest_mem_layout(&t->mem, NULL, 512ULL << 20);
+	t->bits = ring_setup(&t->ring, t->gfns, RACE_ENTRIES, &t->mem, 512ULL << 20);
+	REQUIRE(t->bits);
 	npages = guest_mem_pages(&t->mem);
-	t->bits = alloc_bits(&t->mem);
-	REQUIRE(t->bits && dirty_ring_init(&t->ring, t->gfns, RACE_ENTRIES) == 0);
 	REQUIRE(thread_create(&h1, race_harvester, t) == 0);
 	REQUIRE(thread_create(&h2, race_harvester, t) == 0);
 	REQUIRE(thread_create(&kvm, race_kvm, t) == 0);
@@ -382,8 +387,7 @@ static void test_two_harvesters(void)
 	CHECK_EQ(t->ring.fetch, RACE_PUSHES);
 	CHECK_EQ(t->ring.ignored, 0);
 	CHECK_EQ(count_bits(t->bits, npages), RACE_PUSHES < npages ? RACE_PUSHES : npages);
-	dirty_ring_destroy(&t->ring);
-	free((void *)t->bits);
+	ring_teardown(&t->ring, t->bits);
 	free(t);
 }
 
