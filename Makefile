@@ -149,7 +149,7 @@ KVM_TEST_BINS := $(KVM_TEST_SRCS:tests/kvm/%.c=$(BUILD)/kvmtests/%)
 .PHONY: kvmtests
 kvmtests: $(KVM_TEST_BINS)
 
-$(BUILD)/kvmtests/%: tests/kvm/%.c tests/unit/unit.h $(BUILD)/libvmm.a
+$(BUILD)/kvmtests/%: tests/kvm/%.c tests/unit/unit.h $(wildcard tests/kvm/*.h) $(BUILD)/libvmm.a
 	@mkdir -p $(dir $@) $(BUILD)/obj/kvmtests
 	@echo "  CC    $<"
 	@$(CC) $(CFLAGS) -MF $(BUILD)/obj/kvmtests/$*.d -o $@ $< $(BUILD)/libvmm.a $(LIBS)
