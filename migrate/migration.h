@@ -22,6 +22,7 @@ struct migrate_options {
 	bool skip_free;        /* skip hinted, reported and never-touched pages */
 	enum migrate_compress compress;
 	unsigned connections;  /* parallel connections, each with its own lane (1..16) */
+	unsigned compress_threads; /* zstd workers shared by the lanes (0: each lane compresses) */
 	bool drop_guest_cache; /* the hint round asks the guest to drop its caches first */
 	int dirty_mode;        /* enum dirty_mode: auto, or one forced (for tests) */
 	char fault[64];        /* POINT:ACTION injected on this side (failpoint.h), or "" */

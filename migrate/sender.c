@@ -22,8 +22,6 @@
 #define PAGEMAP_PRESENT (1ULL << 63)
 #define PAGEMAP_SWAPPED (1ULL << 62)
 #define LINK_SAMPLE_BYTES (2u << 20) /* busy time summed until this much went out */
-#define LINK_PROBE_AFTER 24          /* data records without a link figure (1 at first), then */
-#define LINK_PROBE_RECORDS 12        /* a raw burst this long (the buffers fill first) */
 
 int sender_lane_fail(struct send_lane *l, int rc, const char *fmt, ...)
 {
@@ -92,13 +90,19 @@ static void note_link(struct send_lane *l)
 }
 
 /* A record buffer free to fill: the oldest one, once its record is sent;
- * the newer ones stay in flight. */
+ * the newer ones stay in flight. A batch a compression worker still has
+ * there goes out first, and finished ones go out on the way. */
 static int next_buffer(struct send_lane *l, uint8_t **buf)
 {
 	unsigned i = l->next_buf;
 	uint64_t t0 = now_ns();
-	int rc = mig_conn_wait_sent(l->conn, l->buf_end[i], SEND_IO_TIMEOUT_MS);
+	int rc = 0;
 
+	if (l->jobs && !(rc = sender_compress_wait_slot(l, i)))
+		rc = sender_compress_reap(l, false);
+	if (rc)
+		return rc;
+	rc = mig_conn_wait_sent(l->conn, l->buf_end[i], SEND_IO_TIMEOUT_MS);
 	l->t_wait += now_ns() - t0;
 	if (rc)
 		return sender_lane_fail(l, rc, "sending: %s", strerror(-rc));
@@ -109,19 +113,29 @@ static int next_buffer(struct send_lane *l, uint8_t **buf)
 	return 0;
 }
 
-/* Queues the record just written into the buffer next_buffer() gave. */
-static int queue_record(struct send_lane *l, const uint8_t *buf, ssize_t len)
+/* The buffer next_buffer() gave last. */
+static unsigned cur_slot(const struct send_lane *l)
 {
-	unsigned i = (l->next_buf + SEND_LANE_BUFS - 1) % SEND_LANE_BUFS;
+	return (l->next_buf + SEND_LANE_BUFS - 1) % SEND_LANE_BUFS;
+}
+
+int sender_queue_record(struct send_lane *l, unsigned slot, ssize_t len)
+{
 	int rc;
 
 	if (len < 0)
 		return sender_lane_fail(l, (int)len, "encoding a record: %s", stream_strerror((int)len));
-	rc = mig_conn_send(l->conn, buf, (size_t)len);
+	rc = mig_conn_send(l->conn, l->bufs[slot], (size_t)len);
 	if (rc)
 		return sender_lane_fail(l, rc, "sending: %s", strerror(-rc));
-	l->buf_end[i] = l->conn->bytes_queued;
+	l->buf_end[slot] = l->conn->bytes_queued;
 	return 0;
+}
+
+/* Queues the record just written into the buffer next_buffer() gave. */
+static int queue_record(struct send_lane *l, ssize_t len)
+{
+	return sender_queue_record(l, cur_slot(l), len);
 }
 
 static uint64_t page_gpa(const struct guest_mem *mem, uint64_t page)
@@ -144,137 +158,81 @@ static bool extends(const struct stream_range *r, unsigned n, uint64_t gpa)
 	return n && r[n - 1].gpa + ((uint64_t)r[n - 1].pages << GUEST_PAGE_SHIFT) == gpa;
 }
 
-static bool want_compress(struct send_lane *l)
+/* A RAW record: its head from the buffer, its pages straight from guest
+ * memory (one iovec per range: a range lies in one region, so its pages
+ * are contiguous there). The record's checksum does not cover the pages
+ * (docs/migration-stream.md), and the kernel reads them when it sends
+ * them, before the pass ends: a write before that is sent, a write after
+ * it dirties a page that was protected at the sync, so it goes again, as
+ * with a copy. */
+int sender_send_raw(struct send_lane *l, unsigned slot, const struct stream_range *r,
+		    unsigned nr, const void *const *src, unsigned npages)
 {
-	switch (l->rs->m->opt.compress) {
-	case COMPRESS_ZSTD: return true;
-	case COMPRESS_NONE: return false;
-	case COMPRESS_AUTO: break;
-	}
-	if (l->probe_left)
-		return false;
-	/* Compressing may leave the socket idle, and then it shows no rate:
-	 * a burst of raw records measures it (at worst they fill it). */
-	if (l->autoc.on && l->since_link >= (l->autoc.have_link ? LINK_PROBE_AFTER : 1)) {
-		l->probe_left = LINK_PROBE_RECORDS;
-		l->probe_ns = now_ns();
-		l->probe_bytes = 0;
-		l->probe_busy = false;
-		l->since_link = 0;
-		return false;
-	}
-	return ram_auto_should_compress(&l->autoc);
-}
-
-/* The end of a raw burst: if the socket never filled, raw records went
- * out as fast as they were made, and that rate is the one to compare
- * compressing with. */
-static void probe_done(struct send_lane *l, size_t raw)
-{
-	if (!l->probe_left)
-		return;
-	l->probe_bytes += raw;
-	if (--l->probe_left || l->probe_busy)
-		return;
-	ram_auto_note_link(&l->autoc, l->probe_bytes, now_ns() - l->probe_ns);
-	l->since_link = 0;
-}
-
-/* One zstd frame of the waiting data pages, compressed from a copy. Never
- * from guest memory itself: zstd reads its input more than once (a match
- * is found on one read, the bytes it refers to were emitted on another),
- * so a byte the guest changes in between can make the frame decode wrong
- * bytes into a page the guest did not touch, which is then never sent
- * again. A copy can only tear the page being written, which is dirty and
- * goes again. Returns the frame size, or <= 0 to send RAW. */
-static ssize_t compress_data(struct send_lane *l, struct stream_ram_enc *e, size_t raw)
-{
-	uint64_t t0 = now_ns();
-	ssize_t len;
-
-	for (unsigned i = 0; i < l->nd; i++)
-		memcpy(l->staging + ((size_t)i << GUEST_PAGE_SHIFT), page_hva(l->rs, l->data_p[i]),
-		       GUEST_PAGE_SIZE);
-	len = ram_auto_compress(&l->autoc, &l->zc, l->staging, raw, e->data, e->room);
-	l->t_compress += now_ns() - t0;
-	return len > 0 && (size_t)len < raw ? len : 0;
-}
-
-/* A RAW record of the waiting data pages: its head from the buffer, its
- * pages straight from guest memory (one iovec per range: a range lies in
- * one region, so its pages are contiguous there). The record's checksum
- * does not cover the pages (docs/migration-stream.md), and the kernel reads
- * them when it sends them, before the pass ends: a write before that is
- * sent, a write after it dirties a page that was protected at the sync, so
- * it goes again, as with a copy. */
-static int send_raw(struct send_lane *l, uint8_t *buf, size_t raw)
-{
-	unsigned slot = (l->next_buf + SEND_LANE_BUFS - 1) % SEND_LANE_BUFS;
 	struct iovec *iov = l->iov[slot];
 	struct stream_ram_enc e;
 	ssize_t len;
 	unsigned p = 0;
-	int rc = stream_ram_begin(&e, buf, SEND_BUF_SIZE, STREAM_RAM_RAW, GUEST_PAGE_SIZE,
-				  l->data_r, l->ndr);
+	int rc = stream_ram_begin(&e, l->bufs[slot], SEND_BUF_SIZE, STREAM_RAM_RAW,
+				  GUEST_PAGE_SIZE, r, nr);
 
 	if (rc)
 		return sender_lane_fail(l, rc, "encoding RAM: %s", stream_strerror(rc));
-	len = stream_ram_finish(&e, raw);
+	len = stream_ram_finish(&e, (size_t)npages << GUEST_PAGE_SHIFT);
 	if (len < 0)
 		return sender_lane_fail(l, (int)len, "encoding a record: %s",
 					stream_strerror((int)len));
-	iov[0] = (struct iovec){ buf, e.hdr_len };
-	for (unsigned i = 0; i < l->ndr; i++) {
-		iov[1 + i] = (struct iovec){ page_hva(l->rs, l->data_p[p]),
-					     (size_t)l->data_r[i].pages << GUEST_PAGE_SHIFT };
-		p += l->data_r[i].pages;
+	iov[0] = (struct iovec){ l->bufs[slot], e.hdr_len };
+	for (unsigned i = 0; i < nr; i++) {
+		iov[1 + i] = (struct iovec){ (void *)src[p], (size_t)r[i].pages << GUEST_PAGE_SHIFT };
+		p += r[i].pages;
 	}
-	atomic_fetch_add_explicit(&l->st.pages_raw, l->nd, memory_order_relaxed);
-	probe_done(l, raw);
-	l->ram_pages += l->nd;
-	rc = mig_conn_sendv(l->conn, iov, 1 + l->ndr);
-	l->nd = l->ndr = 0;
+	atomic_fetch_add_explicit(&l->st.pages_raw, npages, memory_order_relaxed);
+	rc = mig_conn_sendv(l->conn, iov, 1 + nr);
 	if (rc)
 		return sender_lane_fail(l, rc, "sending: %s", strerror(-rc));
 	l->buf_end[slot] = l->conn->bytes_queued;
 	return 0;
 }
 
+/* The waiting data pages as one record: zstd (here or on a worker) or RAW. */
 static int flush_data(struct send_lane *l)
 {
 	struct stream_ram_enc e;
 	size_t raw = (size_t)l->nd << GUEST_PAGE_SHIFT;
+	unsigned nd = l->nd, ndr = l->ndr;
 	uint8_t *buf;
 	ssize_t len = 0;
+	bool zstd;
 	int rc;
 
-	if (!l->nd)
+	if (!nd)
 		return 0;
 	rc = next_buffer(l, &buf);
 	if (rc)
 		return rc;
-	if (l->zc_on && want_compress(l)) {
+	zstd = l->zc_on && sender_want_compress(l);
+	l->since_link++;
+	l->ram_pages += nd;
+	if (zstd && l->jobs) {
+		rc = sender_compress_submit(l, cur_slot(l));
+		l->nd = l->ndr = 0;
+		return rc ? rc : sender_compress_reap(l, false);
+	}
+	if (zstd) {
 		rc = stream_ram_begin(&e, buf, SEND_BUF_SIZE, STREAM_RAM_ZSTD, GUEST_PAGE_SIZE,
-				      l->data_r, l->ndr);
+				      l->data_r, ndr);
 		if (rc)
 			return sender_lane_fail(l, rc, "encoding RAM: %s", stream_strerror(rc));
-		len = compress_data(l, &e, raw);
-		if (len > 0) {
-			atomic_fetch_add_explicit(&l->st.pages_zstd, l->nd, memory_order_relaxed);
-			atomic_fetch_add_explicit(&l->st.raw_bytes_compressed, raw,
-						  memory_order_relaxed);
-			atomic_fetch_add_explicit(&l->st.zstd_bytes, (uint64_t)len,
-						  memory_order_relaxed);
-		}
-	} else if (l->zc_on) {
-		ram_auto_note_raw(&l->autoc);
+		len = sender_compress_here(l, &e, raw);
+	} else {
+		if (l->zc_on)
+			ram_auto_note_raw(&l->autoc);
+		sender_probe_done(l, raw);
 	}
-	l->since_link++;
-	if (len <= 0)
-		return send_raw(l, buf, raw);
-	l->ram_pages += l->nd;
 	l->nd = l->ndr = 0;
-	return queue_record(l, buf, stream_ram_finish(&e, (size_t)len));
+	if (len > 0)
+		return queue_record(l, stream_ram_finish(&e, (size_t)len));
+	return sender_send_raw(l, cur_slot(l), l->data_r, ndr, l->data_src, nd);
 }
 
 /* One record of the list's ranges (ZERO or SKIP). */
@@ -291,7 +249,7 @@ static int flush_nodata(struct send_lane *l, struct nodata_list *nl, enum stream
 	if (enc == STREAM_RAM_ZERO)
 		atomic_fetch_add_explicit(&l->st.pages_zero, nl->pages, memory_order_relaxed);
 	l->ram_pages += nl->pages;
-	rc = queue_record(l, buf, stream_encode_ram(buf, SEND_BUF_SIZE, enc, GUEST_PAGE_SIZE, nl->r,
+	rc = queue_record(l, stream_encode_ram(buf, SEND_BUF_SIZE, enc, GUEST_PAGE_SIZE, nl->r,
 						    nl->nr, NULL, 0));
 	nl->nr = 0;
 	nl->pages = 0;
@@ -317,7 +275,7 @@ static int add_data(struct send_lane *l, uint64_t page)
 	if (l->nd == SEND_CHUNK_PAGES && (rc = flush_data(l)))
 		return rc;
 	range_add(l->data_r, &l->ndr, page_gpa(&l->rs->vm->mem, page));
-	l->data_p[l->nd++] = page;
+	l->data_src[l->nd++] = page_hva(l->rs, page);
 	return 0;
 }
 
@@ -515,7 +473,7 @@ static int send_prefix(struct send_lane *l, const struct send_pass *p)
 	rc = next_buffer(l, &buf);
 	if (rc)
 		return rc;
-	return queue_record(l, buf, p->iter ? stream_encode_iter(buf, SEND_BUF_SIZE, p->iteration)
+	return queue_record(l, p->iter ? stream_encode_iter(buf, SEND_BUF_SIZE, p->iteration)
 					    : stream_encode_precopy_done(buf, SEND_BUF_SIZE));
 }
 
@@ -529,7 +487,7 @@ static int sync_lane(struct send_lane *l)
 	int rc = next_buffer(l, &buf);
 
 	if (!rc)
-		rc = queue_record(l, buf, stream_encode_sync(buf, SEND_BUF_SIZE));
+		rc = queue_record(l, stream_encode_sync(buf, SEND_BUF_SIZE));
 	if (!rc && (rc = mig_conn_flush(l->conn, SEND_IO_TIMEOUT_MS)))
 		return sender_lane_fail(l, rc, "sending: %s", strerror(-rc));
 	if (rc)
@@ -578,6 +536,8 @@ int sender_lane_pass(struct send_lane *l, const struct send_pass *p)
 	}
 	if (!rc)
 		rc = flush_data(l);
+	if (!rc && l->jobs)
+		rc = sender_compress_reap(l, true);
 	if (!rc)
 		rc = flush_nodata(l, &l->zero, STREAM_RAM_ZERO);
 	if (!rc)
@@ -587,7 +547,7 @@ int sender_lane_pass(struct send_lane *l, const struct send_pass *p)
 
 		rc = next_buffer(l, &buf);
 		if (!rc)
-			rc = queue_record(l, buf, stream_encode_end(buf, SEND_BUF_SIZE,
+			rc = queue_record(l, stream_encode_end(buf, SEND_BUF_SIZE,
 								    l->ram_pages, 0));
 	}
 	if (!rc && !p->end)
@@ -600,6 +560,8 @@ int sender_lane_pass(struct send_lane *l, const struct send_pass *p)
 		if (rc)
 			rc = sender_lane_fail(l, rc, "sending: %s", strerror(-rc));
 	}
+	if (rc && l->jobs)
+		sender_compress_abandon(l);
 	note_sent(l);
 	if (p->bulk && l->bulk_unlogged)
 		mig_trace("lane %u: %llu pages of the bulk pass were not in the first sync's set",

@@ -12,7 +12,9 @@
  * During a pass each lane takes the bits of its own stripes atomically,
  * reads their residency with one pagemap read per stripe, and sends them:
  * data pages as RAW or zstd records of up to 1 MiB (RAW straight from guest
- * memory, zstd always from a copy of the pages, see compress_data), zero
+ * memory, zstd always from a copy of the pages, see sender_compress.c,
+ * on the lane's thread or, with --compress-threads N, on N workers shared
+ * by the lanes while the lane goes on sending: compress_pool.h), zero
  * pages gathered
  * into ZERO records of many ranges. Free page hints (ram_sender_hint)
  * take pages out of the send bitmap from the balloon's thread while
@@ -36,6 +38,7 @@
 #include <sys/uio.h>
 
 #include "migrate/bitmap.h"
+#include "migrate/compress_pool.h"
 #include "migrate/dirty.h"
 #include "migrate/failpoint.h"
 #include "migrate/migration.h"
@@ -86,6 +89,17 @@ struct nodata_list {
 	uint64_t pages;
 };
 
+/* A record buffer whose batch a compression worker has (sender_compress.c):
+ * the record goes out once the worker is done, as zstd, or RAW from guest
+ * memory when the frame saved nothing. */
+struct lane_job {
+	struct zjob z;
+	struct stream_ram_enc e;
+	struct stream_range r[SEND_CHUNK_PAGES];
+	unsigned nr;
+	bool pending;
+};
+
 struct send_lane {
 	struct ram_sender *rs;
 	unsigned index;
@@ -103,6 +117,7 @@ struct send_lane {
 	uint64_t buf_end[SEND_LANE_BUFS]; /* conn->bytes_queued after the buffer's record */
 	unsigned next_buf;
 	uint8_t *staging;           /* the data pages, copied for zstd */
+	struct lane_job *jobs;      /* [SEND_LANE_BUFS] with compression workers, else NULL */
 	struct ram_compressor zc;
 	bool zc_on;
 	struct ram_auto autoc;
@@ -120,7 +135,7 @@ struct send_lane {
 	uint64_t pagemap[SEND_STRIPE_PAGES];
 	/* Pages waiting for their record, in ascending order. */
 	struct stream_range data_r[SEND_CHUNK_PAGES];
-	uint64_t data_p[SEND_CHUNK_PAGES];
+	const void *data_src[SEND_CHUNK_PAGES]; /* where each page is in guest memory */
 	unsigned ndr, nd;
 	struct nodata_list zero;    /* ZERO: read as zero here */
 	struct nodata_list skip;    /* SKIP (bulk pass): hinted free, or never touched */
@@ -153,6 +168,7 @@ struct ram_sender {
 	unsigned nlanes;
 	struct send_lane *lanes;
 	int pagemap_fd;
+	struct zpool *zpool;        /* --compress-threads N > 0, else NULL */
 	bool skip_free;
 	uint64_t deadline_ns;
 	_Atomic uint64_t skipped_hinted;
@@ -214,5 +230,33 @@ int sender_lane_pass(struct send_lane *l, const struct send_pass *p);
  * several), stops the other lanes, returns rc (-EIO if rc >= 0). */
 int sender_lane_fail(struct send_lane *l, int rc, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+/* Queues the record of len bytes (or the encoder's error) in buffer slot. */
+int sender_queue_record(struct send_lane *l, unsigned slot, ssize_t len);
+/* A RAW record in buffer slot: its head there, its npages pages (src[i]
+ * where page i is in guest memory) sent from where they are. */
+int sender_send_raw(struct send_lane *l, unsigned slot, const struct stream_range *r,
+		    unsigned nr, const void *const *src, unsigned npages);
+
+/* Between sender.c and sender_compress.c (compression). */
+/* Whether the waiting batch should be compressed (--compress, and auto's
+ * decision and link probes). */
+bool sender_want_compress(struct send_lane *l);
+/* A batch of raw bytes went RAW without trying to compress it. */
+void sender_probe_done(struct send_lane *l, size_t raw);
+/* Compresses the waiting batch on this thread into e: the frame's size,
+ * or <= 0 to send it RAW. */
+ssize_t sender_compress_here(struct send_lane *l, struct stream_ram_enc *e, size_t raw);
+/* Hands the waiting batch to a worker, to go out from buffer slot once
+ * compressed. 0 or an error (the migration's error set). */
+int sender_compress_submit(struct send_lane *l, unsigned slot);
+/* Sends what the workers finished; with wait, waits for every batch of
+ * this lane first (the end of a pass). 0 or the first error. */
+int sender_compress_reap(struct send_lane *l, bool wait);
+/* Buffer slot is about to be reused: if a worker has its batch, waits and
+ * sends it. 0 or an error. */
+int sender_compress_wait_slot(struct send_lane *l, unsigned slot);
+/* After an error: waits for the workers to let go of this lane's batches,
+ * sending nothing. */
+void sender_compress_abandon(struct send_lane *l);
 
 #endif

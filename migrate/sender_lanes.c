@@ -97,6 +97,8 @@ static int lane_init(struct ram_sender *rs, struct send_lane *l, unsigned index)
 		ram_compressor_set_checksum(&l->zc, false);
 		ram_auto_init(&l->autoc);
 	}
+	if (rs->zpool && !(l->jobs = calloc(SEND_LANE_BUFS, sizeof(*l->jobs))))
+		return -ENOMEM;
 	return 0;
 }
 
@@ -121,6 +123,20 @@ int ram_sender_init(struct ram_sender *rs, struct migration *m, struct dirty_log
 		return -errno;
 	if (bitmap_alloc(&rs->send, rs->npages) || bitmap_alloc(&rs->hinted, rs->npages))
 		return -ENOMEM;
+	if (m->opt.compress != COMPRESS_NONE && m->opt.compress_threads) {
+		int rc;
+
+		if (!(rs->zpool = calloc(1, sizeof(*rs->zpool))))
+			return -ENOMEM;
+		/* The record's checksum already covers the frame on the wire. */
+		rc = zpool_init(rs->zpool, m->opt.compress_threads, GUEST_PAGE_SIZE,
+				RAM_ZSTD_LEVEL_DEFAULT, false);
+		if (rc) {
+			free(rs->zpool);
+			rs->zpool = NULL;
+			return rc;
+		}
+	}
 	rs->lanes = calloc(nlanes, sizeof(*rs->lanes));
 	if (!rs->lanes)
 		return -ENOMEM;
@@ -324,8 +340,14 @@ void ram_sender_free(struct ram_sender *rs)
 		for (unsigned j = 0; j < SEND_LANE_BUFS; j++)
 			ram_buf_free(l->bufs[j], SEND_BUF_SIZE);
 		ram_buf_free(l->staging, SEND_CHUNK_PAGES * GUEST_PAGE_SIZE);
+		free(l->jobs);
 	}
 	free(rs->lanes);
+	/* The lanes waited for their batches at the end of each pass. */
+	if (rs->zpool) {
+		zpool_free(rs->zpool);
+		free(rs->zpool);
+	}
 	bitmap_free(&rs->send);
 	bitmap_free(&rs->hinted);
 	if (rs->pagemap_fd >= 0)

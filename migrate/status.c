@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "migrate/compress_pool.h"
 #include "migrate/dirty.h"
 #include "migrate/migration.h"
 #include "vmm/util.h"
@@ -54,7 +55,9 @@ int migrate_options_from_json(json_t *req, struct migrate_options *opt, char *er
 	strcpy(opt->uri, json_string_value(uri));
 	if (get_uint(req, "downtime_ms", 1, 600000, &opt->downtime_ms, err, errlen) ||
 	    get_uint(req, "timeout_s", 0, 86400, &opt->timeout_s, err, errlen) ||
-	    get_uint(req, "connections", 1, 16, &opt->connections, err, errlen))
+	    get_uint(req, "connections", 1, 16, &opt->connections, err, errlen) ||
+	    get_uint(req, "compress_threads", 0, ZPOOL_MAX_THREADS, &opt->compress_threads, err,
+		     errlen))
 		return -EINVAL;
 	if (skip && !json_is_boolean(skip)) {
 		snprintf(err, errlen, "\"skip_free\" must be true or false");
@@ -90,6 +93,10 @@ int migrate_options_from_json(json_t *req, struct migrate_options *opt, char *er
 		opt->compress = COMPRESS_ZSTD;
 	else if (compress && !strcmp(compress, "none"))
 		opt->compress = COMPRESS_NONE;
+	if (opt->compress == COMPRESS_NONE && opt->compress_threads) {
+		snprintf(err, errlen, "\"compress_threads\" needs compress auto or zstd");
+		return -EINVAL;
+	}
 	return 0;
 }
 

@@ -16,7 +16,8 @@
 
 static const char migrate_usage[] =
 	"usage: vmm migrate SOCKET URI [--downtime-ms N] [--timeout-s N] [--no-skip-free]\n"
-	"                   [--compress auto|zstd|none] [--connections N] [--drop-guest-cache]\n"
+	"                   [--compress auto|zstd|none] [--connections N] [--compress-threads N]\n"
+	"                   [--drop-guest-cache]\n"
 	"                   [--dirty-log auto|clear-log|get-log|dirty-ring] [--json]\n"
 	"       vmm migrate SOCKET --cancel\n"
 	"URI: tcp:HOST:PORT, tcp:[IPV6%IF]:PORT or unix:PATH\n";
@@ -54,7 +55,7 @@ static int parse_args(int argc, char **argv, json_t *req, bool *json, char *err,
 			json_object_set_new(req, "compress", json_string(v));
 			i++;
 		} else if ((!strcmp(a, "--downtime-ms") || !strcmp(a, "--timeout-s") ||
-			    !strcmp(a, "--connections")) && v) {
+			    !strcmp(a, "--connections") || !strcmp(a, "--compress-threads")) && v) {
 			if (parse_uint(v, 0, 86400000, &n)) {
 				snprintf(err, errlen, "%s: '%s' is not a number", a, v);
 				return -EINVAL;
@@ -63,9 +64,14 @@ static int parse_args(int argc, char **argv, json_t *req, bool *json, char *err,
 				snprintf(err, errlen, "--connections: %s is out of range (1-16)", v);
 				return -EINVAL;
 			}
+			if (!strcmp(a, "--compress-threads") && n > 16) {
+				snprintf(err, errlen, "--compress-threads: %s is out of range (0-16)", v);
+				return -EINVAL;
+			}
 			json_object_set_new(req, !strcmp(a, "--downtime-ms") ? "downtime_ms"
 						 : !strcmp(a, "--timeout-s")  ? "timeout_s"
-									      : "connections",
+						 : !strcmp(a, "--connections") ? "connections"
+									       : "compress_threads",
 					    json_integer((json_int_t)n));
 			i++;
 		} else {

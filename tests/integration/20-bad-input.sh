@@ -55,6 +55,8 @@ bad migrate_bad_compress 2 "--compress: 'lz4' is not auto, zstd or none" \
 	"$VMM" migrate /nonexistent.sock tcp:127.0.0.1:1 --compress lz4
 bad migrate_bad_connections 2 "--connections: 17 is out of range \\(1-16\\)" \
 	"$VMM" migrate /nonexistent.sock tcp:127.0.0.1:1 --connections 17
+bad migrate_bad_compress_threads 2 "--compress-threads: 17 is out of range \\(0-16\\)" \
+	"$VMM" migrate /nonexistent.sock tcp:127.0.0.1:1 --compress-threads 17
 bad migrate_bad_option 2 "unknown or incomplete option '--fast'" \
 	"$VMM" migrate /nonexistent.sock tcp:127.0.0.1:1 --fast
 bad migrate_no_socket 1 "migrate: cannot connect to /nonexistent.sock" \

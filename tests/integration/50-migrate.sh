@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Live migration between two vmm processes over loopback TCP: the guest
 # keeps running and its memory stays intact over four hops, with and
-# without free-page skipping, over four connections, with two vCPUs and
+# without free-page skipping, over four connections, with compression
+# workers, with two vCPUs and
 # with KVM's dirty ring;
 # failures on either side leave the source running or the destination
 # unstarted; bad streams, and connections that do not join, are refused
@@ -93,6 +94,18 @@ auto_compress_check() {
 	return 0 # the hops go on either way
 }
 
+# --compress-threads: the workers' frames went out (and the hop checked
+# that memory arrived intact).
+zstd_check() {
+	local zstd
+	zstd=$(sed -n 's/.*pages sent: \([0-9]*\) raw, \([0-9]*\) zstd.*/\2/p' "$WORK/$1.migrate")
+	if [ "${zstd:-0}" -gt 0 ]; then
+		pass "$1_zstd_sent"
+	else
+		fail "$1_zstd_sent" "no zstd pages" "$(cat "$WORK/$1.migrate")"
+	fi
+}
+
 # Whether NAME's balloon has a free page hint round going (cmd id >= 2).
 hint_round_active() {
 	local id
@@ -108,7 +121,9 @@ if wait_for $((30 * SLOW)) guest_up a0; then
 		hop migrate_hop2 b1 a2 --compress zstd && hop migrate_hop3_get_log a2 b3 --dirty-log get-log &&
 		hop migrate_hop4_clear_log b3 a4 --compress zstd --dirty-log clear-log &&
 		hop migrate_no_skip_free a4 b5 --no-skip-free --compress none &&
-		hop migrate_connections_4 b5 a6 --connections 4
+		hop migrate_connections_4 b5 a6 --connections 4 &&
+		hop migrate_compress_threads a6 b7 --compress zstd --compress-threads 2 --connections 2 &&
+		zstd_check migrate_compress_threads
 else
 	fail migrate_hop1 "the source guest never ran memcheck" "$(tail -5 "$WORK/a0.out")"
 fi

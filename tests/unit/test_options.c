@@ -122,6 +122,25 @@ static void test_migrate_request(void)
 	CHECK_CONTAINS(err, "connections");
 	CHECK_EQ(opts_from("{\"uri\":\"tcp:h:1\",\"connections\":0}", &o, err, sizeof(err)), -EINVAL);
 	CHECK_EQ(opts_from("{\"uri\":\"tcp:h:1\",\"connections\":\"2\"}", &o, err, sizeof(err)), -EINVAL);
+	/* Compression workers: 0 (the lanes compress) to 16, and only with
+	 * compression on. */
+	CHECK_EQ(opts_from("{\"uri\":\"tcp:h:1\"}", &o, err, sizeof(err)), 0);
+	CHECK_EQ(o.compress_threads, 0);
+	CHECK_EQ(opts_from("{\"uri\":\"tcp:h:1\",\"compress_threads\":3}", &o, err, sizeof(err)), 0);
+	CHECK_EQ(o.compress_threads, 3);
+	CHECK_EQ(opts_from("{\"uri\":\"tcp:h:1\",\"compress_threads\":16,\"compress\":\"zstd\"}", &o,
+			   err, sizeof(err)), 0);
+	CHECK_EQ(o.compress_threads, 16);
+	CHECK_EQ(opts_from("{\"uri\":\"tcp:h:1\",\"compress_threads\":17}", &o, err, sizeof(err)),
+		 -EINVAL);
+	CHECK_CONTAINS(err, "compress_threads");
+	CHECK_EQ(opts_from("{\"uri\":\"tcp:h:1\",\"compress_threads\":-1}", &o, err, sizeof(err)),
+		 -EINVAL);
+	CHECK_EQ(opts_from("{\"uri\":\"tcp:h:1\",\"compress_threads\":2,\"compress\":\"none\"}", &o,
+			   err, sizeof(err)), -EINVAL);
+	CHECK_CONTAINS(err, "needs compress auto or zstd");
+	CHECK_EQ(opts_from("{\"uri\":\"tcp:h:1\",\"compress_threads\":0,\"compress\":\"none\"}", &o,
+			   err, sizeof(err)), 0);
 }
 
 /* Which dirty-log modes a VM can have: with a ring (vmm run --dirty-ring)
