@@ -135,6 +135,28 @@ wait_for() {
 	return 1
 }
 
+# wait_progress SECONDS STALL FILE CMD...: like wait_for, but also gives up
+# once FILE (a guest's console) has not grown for STALL seconds: a guest
+# that stops printing mid-task is frozen, and the failure (with
+# emulator_evidence) should come now, not when SECONDS run out.
+wait_progress() {
+	local deadline=$((SECONDS + $1)) stall=$2 file=$3 size last=-1 since=$SECONDS
+	shift 3
+	while [ $SECONDS -lt $deadline ]; do
+		"$@" && return 0
+		size=$(stat -c %s "$file" 2>/dev/null || echo 0)
+		if [ "$size" != "$last" ]; then
+			last=$size
+			since=$SECONDS
+		elif [ $((SECONDS - since)) -ge "$stall" ]; then
+			echo "    $file has not grown for $stall s"
+			return 1
+		fi
+		sleep 0.2
+	done
+	return 1
+}
+
 gone() { ! kill -0 "$1" 2>/dev/null; }
 
 # stopped_cleanly TEST PID SOCKET [SIGNAL]: sends SIGNAL (default TERM) to
