@@ -217,7 +217,9 @@ class Bench:
             watch = VcpuWatch(src.pid)
             mig = [self.a.vmm, "migrate", Peer.sock(n, "src"), "tcp:%s:%d" % (self.peer.addr(), port),
                    "--compress", compress, "--connections", str(self.a.connections),
-                   "--dirty-log", self.a.dirty_log,
+                   "--dirty-log", self.a.dirty_log] + \
+                (["--compress-threads", str(self.a.compress_threads)]
+                 if self.a.compress_threads and compress != "none" else []) + [
                    "--json"] + ([] if skip else ["--no-skip-free"]) + \
                 (["--drop-guest-cache"] if drop else [])
             res["command"] = subprocess.list2cmdline(mig)
@@ -489,6 +491,8 @@ def main():
     ap.add_argument("--select", default="",
                     help="only these, e.g. vmm-on-zstd,QEMU-on-none,vmm-on-none-drop (for trials)")
     ap.add_argument("--connections", type=int, default=1, help="vmm migrate --connections (default 1)")
+    ap.add_argument("--compress-threads", type=int, default=0,
+                    help="vmm migrate --compress-threads on rows that compress (default 0)")
     ap.add_argument("--dirty-log", default="auto",
                     help="vmm migrate --dirty-log (auto, clear-log, get-log, dirty-ring; default auto); "
                     "dirty-ring also starts both vmm with --dirty-ring")
@@ -592,11 +596,11 @@ def main():
             fmt(r.get("iterations")), fmt(r.get("used_kib") and r["used_kib"] / 1024, "%.1f"), cpu_cell(r, a.mem),
             " %s (%s) |" % (fmt(r.get("stall_ms")), fmt(r.get("stall_before_ms"))) if a.stall else ""))
     print()
-    print("vmm migrate --connections %d --dirty-log %s%s. Pages sent: vmm raw/zstd/zero; QEMU normal/zero "
+    print("vmm migrate --connections %d --compress-threads %d --dirty-log %s%s. Pages sent: vmm raw/zstd/zero; QEMU normal/zero "
           "(ram.normal/ram.duplicate). QEMU iterations = ram.dirty-sync-count. CPU: user + system time "
           "of each VMM process during the migration, without its vCPU threads (the guest's), from "
           "/proc (source: from the migrate command to its end; destination: from listening to the "
-          "end)." % (a.connections, a.dirty_log,
+          "end)." % (a.connections, a.compress_threads, a.dirty_log,
                     " (vmm run --dirty-ring %d on both sides)" % a.dirty_ring if a.dirty_log == "dirty-ring" else ""))
     for r in rows:
         if "error" not in r:
