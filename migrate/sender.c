@@ -274,6 +274,7 @@ static int add_data(struct send_lane *l, uint64_t page)
 
 	if (l->nd == SEND_CHUNK_PAGES && (rc = flush_data(l)))
 		return rc;
+	l->pages_read++;
 	range_add(l->data_r, &l->ndr, page_gpa(&l->rs->vm->mem, page));
 	l->data_src[l->nd++] = page_hva(l->rs, page);
 	return 0;
@@ -325,6 +326,7 @@ static int add_nodata(struct send_lane *l, struct nodata_list *nl, enum stream_r
 
 static int add_zero(struct send_lane *l, uint64_t page)
 {
+	l->pages_read++;
 	return add_nodata(l, &l->zero, STREAM_RAM_ZERO, page, 1);
 }
 

@@ -140,6 +140,7 @@ struct send_lane {
 	struct nodata_list zero;    /* ZERO: read as zero here */
 	struct nodata_list skip;    /* SKIP (bulk pass): hinted free, or never touched */
 	uint64_t ram_pages;         /* pages in RAM records on this connection (its END) */
+	uint64_t pages_read;        /* of them, read from guest memory (ram_sender_read_pages) */
 	uint64_t bulk_unlogged;     /* bulk-pass pages sent though the first sync missed them */
 	struct lane_stats st;
 	uint64_t t_compress, t_wait; /* ns, for the trace */
@@ -195,11 +196,11 @@ int ram_sender_start(struct ram_sender *rs);
 int ram_sender_pass(struct ram_sender *rs, const struct send_pass *p);
 /* Bytes sent on every connection so far. */
 uint64_t ram_sender_bytes(struct ram_sender *rs);
-/* Pages sent in RAM records so far (between passes). */
-uint64_t ram_sender_pages(const struct ram_sender *rs);
-/* Of them, the pages sent with data or as ZERO (not SKIP): what a pass
- * had to send. */
-uint64_t ram_sender_sent_pages(const struct ram_sender *rs);
+/* Pages read from guest memory so far (between passes): sent with data,
+ * or as ZERO once read. What a pass works for; pages skipped as free or
+ * never touched (SKIP, or ZERO unread) cost next to nothing and are not
+ * counted. */
+uint64_t ram_sender_read_pages(const struct ram_sender *rs);
 /* Sums the lanes' figures into the migration's (under its lock). */
 void ram_sender_publish(struct ram_sender *rs);
 /* Re-protects every page of the send set (after a sync, before the

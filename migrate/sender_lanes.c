@@ -170,26 +170,12 @@ uint64_t ram_sender_bytes(struct ram_sender *rs)
 	return n;
 }
 
-uint64_t ram_sender_pages(const struct ram_sender *rs)
+uint64_t ram_sender_read_pages(const struct ram_sender *rs)
 {
 	uint64_t n = 0;
 
 	for (unsigned i = 0; rs->lanes && i < rs->nlanes; i++)
-		n += rs->lanes[i].ram_pages;
-	return n;
-}
-
-uint64_t ram_sender_sent_pages(const struct ram_sender *rs)
-{
-	uint64_t n = 0;
-
-	for (unsigned i = 0; rs->lanes && i < rs->nlanes; i++) {
-		const struct lane_stats *st = &rs->lanes[i].st;
-
-		n += atomic_load_explicit(&st->pages_raw, memory_order_relaxed) +
-		     atomic_load_explicit(&st->pages_zstd, memory_order_relaxed) +
-		     atomic_load_explicit(&st->pages_zero, memory_order_relaxed);
-	}
+		n += rs->lanes[i].pages_read;
 	return n;
 }
 
