@@ -7,8 +7,9 @@ Each FILE is one link setting's rows (bench-migrate.py --json-out). Draws:
   migrate-time.png   total time per case and VMM configuration, one group
                      of bars per link setting, the seed's figures beside;
   migrate-bytes.png  bytes sent, likewise;
-  migrate-link.png   total time against the link rate (with two or more
-                     shaped rates; unshaped rows as dotted lines).
+  migrate-link.png   total time against the link rate (with a shaped rate
+                     and another setting: a point per shaped rate, lines
+                     between them, unshaped rows as dotted lines).
 Failed rows are drawn as missing bars and named in the legend.
 """
 import argparse
@@ -139,7 +140,8 @@ def main():
     bars(sets, "bytes", 1 << 20, "MiB sent", "vmm migrate and QEMU 7.2: bytes on the wire",
          os.path.join(a.out, "migrate-bytes.png"))
     written = ["migrate-time.png", "migrate-bytes.png"]
-    if sum(1 for d in sets if d["label"] != "unshaped") >= 2:  # a line needs two rates
+    # One shaped rate is a point per row, the unshaped link a dotted line.
+    if len(sets) >= 2 and any(d["label"] != "unshaped" for d in sets):
         link_plot(sets, os.path.join(a.out, "migrate-link.png"))
         written.append("migrate-link.png")
     print("bench-plot: wrote %s in %s" % (", ".join(written), a.out), file=sys.stderr)
