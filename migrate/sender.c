@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "migrate/failpoint.h"
+#include "migrate/tcp_rate.h"
 #include "migrate/trace.h"
 #include "virtio/balloon.h"
 #include "vmm/util.h"
@@ -64,16 +65,30 @@ static void note_sent(struct send_lane *l)
 	atomic_store_explicit(&l->st.bytes_sent, l->conn->bytes_sent, memory_order_relaxed);
 }
 
-/* --compress auto needs the link's rate, and the socket shows it only
- * while it is busy: an interval between two buffer waits counts if bytes
+/* --compress auto needs the link's rate. Without TCP's figure, the socket
+ * shows it only while it is busy: an interval between two buffer waits counts if bytes
  * queued before it were still unsent at its end, so the socket never ran
  * dry in between. */
 static void note_link(struct send_lane *l)
 {
 	uint64_t t = now_ns(), sent = l->conn->bytes_sent;
+	double bps;
 
 	if (!l->zc_on || l->rs->m->opt.compress != COMPRESS_AUTO)
 		return;
+	/* Over TCP, the kernel's delivery rate is the link's (tcp_rate.c);
+	 * a sample the sender limited says nothing and is left out. */
+	if (!l->link_timed) {
+		int rc = tcp_delivery_rate(l->conn->fd, &bps);
+
+		if (!rc) {
+			ram_auto_note_link(&l->autoc, (uint64_t)bps, 1000000000ULL);
+			l->since_link = 0;
+		}
+		if (rc != -ENOTSUP)
+			return;
+		l->link_timed = true; /* a unix socket: timed as below */
+	}
 	if (l->mark_ns && sent > l->mark_sent && sent < l->mark_queued) {
 		l->probe_busy = true;
 		l->busy_bytes += sent - l->mark_sent;

@@ -125,6 +125,7 @@ struct send_lane {
 	 * after each buffer wait, the intervals during which the socket was
 	 * busy throughout, and raw bursts that measure the link when
 	 * compressing leaves it idle. */
+	bool link_timed;            /* not TCP: no delivery rate (tcp_rate.h), so timed here */
 	uint64_t mark_ns, mark_sent, mark_queued;
 	uint64_t busy_bytes, busy_ns;
 	unsigned since_link;        /* data records since the last link figure */

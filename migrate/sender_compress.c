@@ -36,13 +36,15 @@ bool sender_want_compress(struct send_lane *l)
 
 /* The end of a raw burst: if the socket never filled, raw records went
  * out as fast as they were made, and that rate is the one to compare
- * compressing with. */
+ * compressing with (when the link is timed by its socket, not TCP). */
 void sender_probe_done(struct send_lane *l, size_t raw)
 {
 	if (!l->probe_left)
 		return;
 	l->probe_bytes += raw;
-	if (--l->probe_left || l->probe_busy)
+	/* Over TCP the burst only keeps the socket busy, so that the
+	 * kernel's delivery rate is the link's (note_link). */
+	if (--l->probe_left || l->probe_busy || !l->link_timed)
 		return;
 	ram_auto_note_link(&l->autoc, l->probe_bytes, now_ns() - l->probe_ns);
 	l->since_link = 0;
