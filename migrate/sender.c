@@ -81,6 +81,13 @@ static void note_link(struct send_lane *l)
 	if (!l->link_timed) {
 		int rc = tcp_delivery_rate(l->conn->fd, &bps);
 
+		if (mig_trace_on() && t - l->trace_link_ns > 500000000ULL) {
+			l->trace_link_ns = t;
+			mig_trace("lane %u: TCP delivery rate %s %.1f Mbit/s; auto: link %.1f Mbit/s, "
+				  "zstd %.1f MB/s, ratio %.2f, %s", l->index, rc ? "(none)" : "",
+				  rc ? 0 : bps * 8 / 1e6, l->autoc.link_bps * 8 / 1e6,
+				  l->autoc.compress_bps / 1e6, l->autoc.ratio, l->autoc.on ? "on" : "off");
+		}
 		if (!rc) {
 			ram_auto_note_link(&l->autoc, (uint64_t)bps, 1000000000ULL);
 			l->since_link = 0;

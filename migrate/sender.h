@@ -126,6 +126,7 @@ struct send_lane {
 	 * busy throughout, and raw bursts that measure the link when
 	 * compressing leaves it idle. */
 	bool link_timed;            /* not TCP: no delivery rate (tcp_rate.h), so timed here */
+	uint64_t trace_link_ns;     /* the last link line of the trace */
 	uint64_t mark_ns, mark_sent, mark_queued;
 	uint64_t busy_bytes, busy_ns;
 	unsigned since_link;        /* data records since the last link figure */
