@@ -231,16 +231,27 @@ static void ewma(double *avg, bool *have, double sample, double alpha)
 }
 
 /* Seconds per raw byte with and without compression; flips `on` past the
- * hysteresis band. */
+ * hysteresis band. Compressing one batch overlaps sending the ones before
+ * it (the kernel drains the socket while the lane compresses), so the time
+ * with compression is the slower of the two, not their sum, plus the share
+ * of zstd's time that does not overlap: the kernel's side of sending runs
+ * on the lane's CPU too. Taking the sum made a 100 Mbit/s link with zstd at
+ * 25 MB/s and a ratio of 0.5 look like a tie, where zstd was 1.75 times
+ * faster end to end (docs/BENCHMARKS.md). Data that compresses by less
+ * than the hysteresis fraction is never worth zstd's CPU. */
 static void decide(struct ram_auto *a)
 {
-	double with, without;
+	double with, without, zstd_s;
 
 	if (!a->have_ratio || !a->have_compress || !a->have_link || a->compress_bps <= 0 ||
 	    a->link_bps <= 0)
 		return;
-	with = 1.0 / a->compress_bps + a->ratio / a->link_bps;
+	zstd_s = 1.0 / a->compress_bps;
+	with = (zstd_s > a->ratio / a->link_bps ? zstd_s : a->ratio / a->link_bps) +
+	       RAM_AUTO_SERIAL_SHARE * zstd_s;
 	without = 1.0 / a->link_bps;
+	if (a->ratio > 1.0 - a->hysteresis)
+		with = 2 * without;
 	if (a->on && with > without * (1.0 + a->hysteresis))
 		a->on = false;
 	else if (!a->on && with < without * (1.0 - a->hysteresis))

@@ -83,8 +83,11 @@ ssize_t ram_decompress(struct ram_decompressor *d, const void *src, size_t len, 
 void ram_decompressor_free(struct ram_decompressor *d);
 
 /* `--compress auto`: compress a batch when that makes the transfer faster.
- * Per raw byte, compressing costs 1/compress_rate then ratio/link_rate on
- * the wire; not compressing costs 1/link_rate. The rates and the ratio are
+ * Per raw byte, compressing costs the slower of 1/compress_rate and
+ * ratio/link_rate (compressing a batch overlaps sending the one before),
+ * plus RAM_AUTO_SERIAL_SHARE of 1/compress_rate that does not overlap; not
+ * compressing costs 1/link_rate. Data that shrinks by less than the
+ * hysteresis fraction is sent raw. The rates and the ratio are
  * moving averages of what the caller reports. Compression turns off when
  * its cost exceeds the plain one by the hysteresis fraction and on when it
  * is below by as much; while off, every probe_every-th batch is compressed
@@ -94,6 +97,8 @@ void ram_decompressor_free(struct ram_decompressor *d);
  * spent waiting for the socket (e.g. around mig_conn_flush or a full send
  * queue), otherwise a compressor that is the bottleneck makes the link look
  * slow and keeps itself on. */
+#define RAM_AUTO_SERIAL_SHARE 0.25
+
 struct ram_auto {
 	double ratio;             /* compressed / raw, moving average */
 	double compress_bps;      /* raw bytes per second through ram_compress */
