@@ -41,7 +41,8 @@ hop() {
 		return 1
 	fi
 	if ! wait_for $((20 * SLOW)) passes_past "$to" 1; then
-		fail "$test" "no full memcheck pass on the destination" "$(tail -5 "$WORK/$to.out")"
+		fail "$test" "no full memcheck pass on the destination" "$(tail -5 "$WORK/$to.out")" \
+			"$(vcpu_brief "$WORK/$to.sock")" "destination: $(tail -3 "$WORK/$to.err")"
 		return 1
 	fi
 	# The uptime line comes from another guest process than memcheck: it

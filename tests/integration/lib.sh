@@ -52,6 +52,38 @@ emulator_evidence() {
 	done | awk '!seen[$0]++'
 }
 
+# vcpu_brief SOCKET: one line per vCPU of a guest that stopped making
+# progress (debug-vcpus): where it is, whether it halts, and its LAPIC
+# timer (a halted guest whose deadline lies far past its TSC never wakes),
+# so a failure says which kind of freeze it was.
+vcpu_brief() {
+	[ -S "$1" ] || return 0
+	timeout 10 /usr/bin/python3 -c '
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(8)
+try:
+    s.connect(sys.argv[1])
+    s.sendall(b"{\"cmd\": \"debug-vcpus\"}\n")
+    b = b""
+    while not b.endswith(b"\n"):
+        c = s.recv(1 << 20)
+        if not c:
+            break
+        b += c
+    for v in json.loads(b).get("vcpus", []):
+        l, t = v.get("lapic", {}), v.get("timer", {})
+        left = (t.get("tsc_deadline") or 0) - (t.get("tsc") or 0)
+        print("vCPU %s: %s rip %s cr3 %s if=%s timer %s masked=%s deadline-tsc %d (%.0f ms) irr %s isr %s exc %s" % (
+            v["id"], v.get("mp_state"), v.get("rip"), v.get("cr3"), v.get("interrupts_enabled"),
+            l.get("timer_mode"), l.get("timer_masked"), left,
+            left / max(t.get("tsc_khz") or 1, 1), l.get("irr"), l.get("isr"),
+            v.get("events", {}).get("exception")))
+except (OSError, ValueError, KeyError) as e:
+    print("debug-vcpus: %s" % e)
+' "$1"
+}
+
 # python3 -c "$VCPU_RIPS" SOCKET: each vCPU's rip, from debug-vcpus.
 VCPU_RIPS='
 import json, socket, sys

@@ -58,4 +58,27 @@ wait_for 10 test -S "$WORK/d1.sock"
 check frozen_guest_in_kvm_amd yes
 kill $srv 2>/dev/null
 wait $srv 2>/dev/null
+
+# vcpu_brief: a halted vCPU whose TSC deadline lies 10 s ahead says so.
+/usr/bin/python3 - "$WORK/d2.sock" <<'PY' &
+import socket, sys
+l = socket.socket(socket.AF_UNIX)
+l.bind(sys.argv[1]); l.listen(1); l.settimeout(30)
+c, _ = l.accept()
+c.recv(4096)
+c.sendall(b'{"ok": true, "vcpus": [{"id": 0, "mp_state": "halted", "rip": "0xffffffff81a0", "cr3": "0x1000", "interrupts_enabled": true, "lapic": {"timer_mode": "tsc-deadline", "timer_masked": false, "irr": [], "isr": []}, "timer": {"tsc": 1000000, "tsc_deadline": 21000000, "tsc_khz": 2000}, "events": {"exception": {"injected": false}}}]}\n')
+c.close()
+PY
+srv=$!
+wait_for 10 test -S "$WORK/d2.sock"
+out=$(vcpu_brief "$WORK/d2.sock")
+wait $srv 2>/dev/null
+if grep -q "vCPU 0: halted rip 0xffffffff81a0 .*timer tsc-deadline .*deadline-tsc 20000000 (10000 ms)" <<<"$out"; then
+	echo "PASS: vcpu_brief_says_timer"
+else
+	echo "FAIL: vcpu_brief_says_timer: $out"
+	bad=1
+fi
+[ -z "$(vcpu_brief "$WORK/none.sock")" ] && echo "PASS: vcpu_brief_no_socket" ||
+	{ echo "FAIL: vcpu_brief_no_socket"; bad=1; }
 exit $bad
