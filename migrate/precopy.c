@@ -296,15 +296,16 @@ static int stop_and_copy(struct sender *s)
 	return rc ? rc : commit(s);
 }
 
-/* After a pass that sent pages - pages0 pages since t0. */
-static void note_pass(struct sender *s, uint64_t dirty, uint64_t pages0, uint64_t t0,
-		      uint64_t bytes0)
+/* After a pass that read pages since pages0 was taken, at t0: the pages
+ * it read (what it had to send, for auto-converge). */
+static uint64_t note_pass(struct sender *s, uint64_t dirty, uint64_t pages0, uint64_t t0,
+			  uint64_t bytes0)
 {
 	uint64_t elapsed = now_ns() - t0, bytes = ram_sender_bytes(&s->rs);
 	uint64_t pages = ram_sender_read_pages(&s->rs) - pages0;
 
 	if (!elapsed)
-		return;
+		return pages;
 	/* Pages per second through the whole path (read, zero check,
 	 * compress, send, applied at the destination): zero pages cost no
 	 * bandwidth but do cost time. Pages skipped (hinted, untouched) do
@@ -319,6 +320,7 @@ static void note_pass(struct sender *s, uint64_t dirty, uint64_t pages0, uint64_
 	if (bytes > bytes0)
 		s->m->st.bandwidth_bps = (double)(bytes - bytes0) * 1e9 / (double)elapsed;
 	pthread_mutex_unlock(&s->m->lock);
+	return pages;
 }
 
 unsigned precopy_throttle_next(unsigned pct, uint64_t dirtied, uint64_t sent)
@@ -341,7 +343,7 @@ unsigned precopy_throttle_next(unsigned pct, uint64_t dirtied, uint64_t sent)
 int precopy_run(struct sender *s)
 {
 	struct send_pass pass = { .bulk = true, .iter = true, .iteration = 0 };
-	uint64_t t0, pages0, sent0 = ram_sender_read_pages(&s->rs), sent;
+	uint64_t t0, pages0, sent;
 	unsigned iterations = 0, throttle = 0;
 	int rc;
 
@@ -357,8 +359,7 @@ int precopy_run(struct sender *s)
 	if (rc)
 		return rc;
 	mig_trace("source: bulk pass done");
-	note_pass(s, 0, 0, t0, 0);
-	sent = ram_sender_read_pages(&s->rs) - sent0;
+	sent = note_pass(s, 0, 0, t0, 0);
 	source_set_phase(s->m, MIGRATE_ITERATE);
 	for (;;) {
 		uint64_t bytes0 = ram_sender_bytes(&s->rs), dirty;
@@ -401,11 +402,9 @@ int precopy_run(struct sender *s)
 		/* A new round after the sync, for the pages freed since. */
 		hint_round_start(s);
 		pass = (struct send_pass){ .iter = true, .iteration = iterations };
-		sent0 = ram_sender_read_pages(&s->rs);
 		rc = ram_sender_pass(&s->rs, &pass);
 		if (rc)
 			return rc;
-		note_pass(s, dirty, pages0, t0, bytes0);
-		sent = ram_sender_read_pages(&s->rs) - sent0;
+		sent = note_pass(s, dirty, pages0, t0, bytes0);
 	}
 }
