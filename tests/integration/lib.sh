@@ -52,18 +52,14 @@ emulator_evidence() {
 	done | awk '!seen[$0]++'
 }
 
-# vcpu_brief SOCKET: one line per vCPU of a guest that stopped making
-# progress (debug-vcpus): where it is, whether it halts, and its LAPIC
-# timer (a halted guest whose deadline lies far past its TSC never wakes),
-# so a failure says which kind of freeze it was.
-vcpu_brief() {
-	[ -S "$1" ] || return 0
-	timeout 10 /usr/bin/python3 -c '
+# Python for the scripts below: debug_vcpus(SOCKET), the vCPUs a vmm's
+# control socket reports (debug-vcpus); OSError or ValueError if none.
+DEBUG_VCPUS='
 import json, socket, sys
-s = socket.socket(socket.AF_UNIX)
-s.settimeout(8)
-try:
-    s.connect(sys.argv[1])
+def debug_vcpus(path):
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(8)
+    s.connect(path)
     s.sendall(b"{\"cmd\": \"debug-vcpus\"}\n")
     b = b""
     while not b.endswith(b"\n"):
@@ -71,7 +67,18 @@ try:
         if not c:
             break
         b += c
-    for v in json.loads(b).get("vcpus", []):
+    return json.loads(b).get("vcpus", [])
+'
+
+# vcpu_brief SOCKET: one line per vCPU of a guest that stopped making
+# progress (debug-vcpus): where it is, whether it halts, and its LAPIC
+# timer (a halted guest whose deadline lies far past its TSC never wakes),
+# so a failure says which kind of freeze it was.
+vcpu_brief() {
+	[ -S "$1" ] || return 0
+	timeout 10 /usr/bin/python3 -c "$DEBUG_VCPUS"'
+try:
+    for v in debug_vcpus(sys.argv[1]):
         l, t = v.get("lapic", {}), v.get("timer", {})
         left = (t.get("tsc_deadline") or 0) - (t.get("tsc") or 0)
         print("vCPU %s: %s rip %s cr3 %s if=%s timer %s masked=%s deadline-tsc %d (%.0f ms) irr %s isr %s exc %s" % (
@@ -85,20 +92,9 @@ except (OSError, ValueError, KeyError) as e:
 }
 
 # python3 -c "$VCPU_RIPS" SOCKET: each vCPU's rip, from debug-vcpus.
-VCPU_RIPS='
-import json, socket, sys
-s = socket.socket(socket.AF_UNIX)
-s.settimeout(8)
+VCPU_RIPS=$DEBUG_VCPUS'
 try:
-    s.connect(sys.argv[1])
-    s.sendall(b"{\"cmd\": \"debug-vcpus\"}\n")
-    b = b""
-    while not b.endswith(b"\n"):
-        c = s.recv(1 << 20)
-        if not c:
-            break
-        b += c
-    for v in json.loads(b).get("vcpus", []):
+    for v in debug_vcpus(sys.argv[1]):
         print(v["rip"])
 except (OSError, ValueError, KeyError):
     pass

@@ -42,35 +42,31 @@ else
 fi
 rm -f "$WORK"/*.err
 
-# A frozen guest, still alive: its rip comes from debug-vcpus.
-/usr/bin/python3 - "$WORK/d1.sock" <<'PY' &
-import os, socket, sys
+# fake_vmm SOCKET N JSON: a control socket that answers its first N
+# requests (debug-vcpus) with JSON, in the background ($srv), ready on return.
+fake_vmm() {
+	/usr/bin/python3 - "$@" <<'PY' &
+import socket, sys
 l = socket.socket(socket.AF_UNIX)
 l.bind(sys.argv[1]); l.listen(4); l.settimeout(30)
-for _ in range(2):
+for _ in range(int(sys.argv[2])):
     c, _ = l.accept()
     c.recv(4096)
-    c.sendall(b'{"ok": true, "vcpus": [{"id": 0, "rip": "0xffffffffc0a1b09c"}]}\n')
+    c.sendall(sys.argv[3].encode() + b"\n")
     c.close()
 PY
-srv=$!
-wait_for 10 test -S "$WORK/d1.sock"
+	srv=$!
+	wait_for 10 test -S "$1"
+}
+
+# A frozen guest, still alive: its rip comes from debug-vcpus.
+fake_vmm "$WORK/d1.sock" 2 '{"ok": true, "vcpus": [{"id": 0, "rip": "0xffffffffc0a1b09c"}]}'
 check frozen_guest_in_kvm_amd yes
 kill $srv 2>/dev/null
 wait $srv 2>/dev/null
 
 # vcpu_brief: a halted vCPU whose TSC deadline lies 10 s ahead says so.
-/usr/bin/python3 - "$WORK/d2.sock" <<'PY' &
-import socket, sys
-l = socket.socket(socket.AF_UNIX)
-l.bind(sys.argv[1]); l.listen(1); l.settimeout(30)
-c, _ = l.accept()
-c.recv(4096)
-c.sendall(b'{"ok": true, "vcpus": [{"id": 0, "mp_state": "halted", "rip": "0xffffffff81a0", "cr3": "0x1000", "interrupts_enabled": true, "lapic": {"timer_mode": "tsc-deadline", "timer_masked": false, "irr": [], "isr": []}, "timer": {"tsc": 1000000, "tsc_deadline": 21000000, "tsc_khz": 2000}, "events": {"exception": {"injected": false}}}]}\n')
-c.close()
-PY
-srv=$!
-wait_for 10 test -S "$WORK/d2.sock"
+fake_vmm "$WORK/d2.sock" 1 '{"ok": true, "vcpus": [{"id": 0, "mp_state": "halted", "rip": "0xffffffff81a0", "cr3": "0x1000", "interrupts_enabled": true, "lapic": {"timer_mode": "tsc-deadline", "timer_masked": false, "irr": [], "isr": []}, "timer": {"tsc": 1000000, "tsc_deadline": 21000000, "tsc_khz": 2000}, "events": {"exception": {"injected": false}}}]}'
 out=$(vcpu_brief "$WORK/d2.sock")
 wait $srv 2>/dev/null
 if grep -q "vCPU 0: halted rip 0xffffffff81a0 .*timer tsc-deadline .*deadline-tsc 20000000 (10000 ms)" <<<"$out"; then
