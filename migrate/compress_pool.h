@@ -9,7 +9,8 @@
  *
  * A worker compresses a copy, never guest memory itself: zstd reads its
  * input more than once, and a byte the guest changes in between could make
- * the frame decode to bytes the page never held (sender.c, compress_data).
+ * the frame decode to bytes the page never held (sender_compress.c,
+ * sender_compress_here).
  *
  * Jobs belong to their submitter, who must wait for each one before it
  * reuses the job or its destination, and before zpool_free. The pool has
