@@ -319,6 +319,7 @@ static int setup(struct receiver *r, const struct stream_hello *hello)
 		rc = check_connections(r, hello);
 	if (!rc)
 		rc = ack(r, STREAM_PHASE_SETUP);
+	mig_trace("destination: HELLO acknowledged");
 	if (!rc)
 		rc = accept_joins(r);
 	if (!rc)
@@ -470,6 +471,7 @@ static int first_connection(struct receiver *r, int fd)
 	r->lanes[0] = open_lane(r, fd);
 	if (!r->lanes[0])
 		return -ENOMEM;
+	mig_trace("destination: connection 0 ready");
 	r->nlanes = 1;
 	stream_seq_init(&r->lanes[0]->seq);
 	return 0;

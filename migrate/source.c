@@ -186,6 +186,7 @@ static int setup(struct sender *s)
 	fd = transport_connect(&addr, 10000, err, sizeof(err));
 	if (fd < 0)
 		return source_fail(s, fd, "%s", err);
+	mig_trace("source: TCP connected");
 	rc = mig_conn_init(&s->conn, fd, 64);
 	if (rc) {
 		close(fd);
@@ -207,8 +208,10 @@ static int setup(struct sender *s)
 	rc = source_send_record(s, buf, stream_encode_hello(buf, sizeof(buf), &hello));
 	if (!rc && (rc = mig_conn_flush(&s->conn, IO_TIMEOUT_MS)))
 		rc = source_fail(s, rc, "sending: %s", strerror(-rc));
+	mig_trace("source: HELLO sent");
 	if (!rc)
 		rc = source_expect_ack(s, STREAM_PHASE_SETUP);
+	mig_trace("source: HELLO acknowledged");
 	/* The other connections only once the destination took the HELLO. */
 	for (unsigned i = 1; !rc && i < s->rs.nlanes; i++)
 		rc = connect_lane(s, &addr, i, hello.session);
