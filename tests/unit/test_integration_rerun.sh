@@ -14,37 +14,9 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 bad=0
 
-# case NAME WANT-LAST-LINE WANT-CALLS SPEC...: SPEC N is what the runner
-# prints and returns on its Nth call ("STATUS|LINES").
-case_() {
-	local name=$1 want=$2 calls=$3 out got n i
-	shift 3
-	rm -f "$work/calls" "$work"/spec.*
-	i=1
-	for spec in "$@"; do
-		printf '%s' "$spec" >"$work/spec.$i"
-		i=$((i + 1))
-	done
-	cat >"$work/runner" <<RUNNER
-#!/usr/bin/env bash
-echo x >>"$work/calls"
-n=\$(wc -l <"$work/calls")
-spec=\$(cat "$work/spec.\$n" 2>/dev/null || echo '9|runner called too often')
-printf '%b\n' "\${spec#*|}"
-exit "\${spec%%|*}"
-RUNNER
-	chmod +x "$work/runner"
-	out=$(VMM_INTEGRATION_RUNNER=$work/runner tests/run integration 2>&1)
-	got=$(tail -n1 <<<"$out")
-	n=$(wc -l <"$work/calls" 2>/dev/null || echo 0)
-	if [ "$got" = "$want" ] && [ "$n" = "$calls" ]; then
-		echo "PASS: integration_rerun_$name"
-	else
-		echo "FAIL: integration_rerun_$name (last line '$got', expected '$want'; runner called $n times, expected $calls)"
-		sed 's/^/    /' <<<"$out"
-		bad=1
-	fi
-}
+# shellcheck source=tests/unit/rerun_case.sh
+source tests/unit/rerun_case.sh
+case_() { rerun_case integration_rerun VMM_INTEGRATION_RUNNER integration "$@"; }
 
 m50='-- tests/integration/50-migrate.sh'
 m52='-- tests/integration/52-migrate-faults.sh'

@@ -10,31 +10,11 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 bad=0
 
+# shellcheck source=tests/unit/rerun_case.sh
+source tests/unit/rerun_case.sh
 # case NAME FIRST SECOND WANT-LAST-LINE WANT-CALLS: FIRST and SECOND are what
 # the runner prints and returns on its first and second call ("STATUS|LINES").
-case_() {
-	local name=$1 first=$2 second=$3 want=$4 calls=$5 out got n
-	rm -f "$work/calls"
-	cat >"$work/runner" <<RUNNER
-#!/usr/bin/env bash
-echo x >>"$work/calls"
-n=\$(wc -l <"$work/calls")
-if [ "\$n" = 1 ]; then spec='$first'; else spec='$second'; fi
-printf '%b\n' "\${spec#*|}"
-exit "\${spec%%|*}"
-RUNNER
-	chmod +x "$work/runner"
-	out=$(VMM_PAIR_RUNNER=$work/runner tests/run pair 2>&1)
-	got=$(tail -n1 <<<"$out")
-	n=$(wc -l <"$work/calls" 2>/dev/null || echo 0)
-	if [ "$got" = "$want" ] && [ "$n" = "$calls" ]; then
-		echo "PASS: pair_rerun_$name"
-	else
-		echo "FAIL: pair_rerun_$name (last line '$got', expected '$want'; runner called $n times, expected $calls)"
-		sed 's/^/    /' <<<"$out"
-		bad=1
-	fi
-}
+case_() { rerun_case pair_rerun VMM_PAIR_RUNNER pair "$1" "$4" "$5" "$2" "$3"; }
 
 case_ stalled '75|PASS: a\nFAIL: b' '0|PASS: a\nPASS: b' "2 passed, 0 failed" 2
 case_ kernel_crashed '125|PASS: a\n[host2]     [  296.17] Kernel panic - not syncing: NMI\nFAIL: b' \
