@@ -1,9 +1,13 @@
-# shellcheck shell=bash disable=SC2154,SC2034 # $work and bad belong to the test that sources this
+# shellcheck shell=bash
 # Sourced by tests/unit/test_*_rerun.sh: runs one `tests/run SUITE` with a
 # made-up runner standing in for a test host script, and checks its last
-# line and how often the runner was called. Needs $work (a scratch
-# directory) and sets bad=1 on a mismatch.
-#
+# line and how often the runner was called. Sourcing it makes $work, a
+# scratch directory removed at exit, and bad=0; a mismatch sets bad=1.
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+# shellcheck disable=SC2034 # the sourcing test exits with it
+bad=0
+
 # rerun_case PREFIX RUNNER-VAR SUITE NAME WANT-LAST-LINE WANT-CALLS SPEC...
 #   SPEC N is what the runner prints and returns on its Nth call
 #   ("STATUS|LINES", LINES with \n escapes).

@@ -10,10 +10,6 @@
 # (VMM_INTEGRATION_RUNNER).
 set -u
 cd "$(dirname "$0")/../.."
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-bad=0
-
 # shellcheck source=tests/unit/rerun_case.sh
 source tests/unit/rerun_case.sh
 case_() { rerun_case integration_rerun VMM_INTEGRATION_RUNNER integration "$@"; }

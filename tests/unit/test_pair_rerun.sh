@@ -6,10 +6,6 @@
 # for scripts/testhost-pair (VMM_PAIR_RUNNER).
 set -u
 cd "$(dirname "$0")/../.."
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-bad=0
-
 # shellcheck source=tests/unit/rerun_case.sh
 source tests/unit/rerun_case.sh
 # case NAME FIRST SECOND WANT-LAST-LINE WANT-CALLS: FIRST and SECOND are what
