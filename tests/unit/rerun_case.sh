@@ -1,11 +1,10 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034 # bad is the sourcing test's exit status
 # Sourced by tests/unit/test_*_rerun.sh: runs one `tests/run SUITE` with a
 # made-up runner standing in for a test host script, and checks its last
 # line and how often the runner was called. Sourcing it makes $work, a
 # scratch directory removed at exit, and bad=0; a mismatch sets bad=1.
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-# shellcheck disable=SC2034 # the sourcing test exits with it
 bad=0
 
 # rerun_case PREFIX RUNNER-VAR SUITE NAME WANT-LAST-LINE WANT-CALLS SPEC...
