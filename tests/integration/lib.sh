@@ -31,18 +31,32 @@ fail() {
 # __svm_vcpu_run, every time so far) cannot be vmm's doing: our guests
 # load no modules, and vmm cannot see the test host's kernel. After a
 # failure, emulator_evidence TEST looks at the RIP of every triple fault
-# the test's vmms reported and of every vmm still alive (debug-vcpus), and
-# when one is such an address prints it with a marker line; tests/run then
-# runs that script once more (and only when each of its failures has one).
+# the test's vmms reported, of every vmm still alive (debug-vcpus) and of
+# the guest exits the test host's kvm_exit trace kept since this script
+# began (scripts/testhost.d/init: every shutdown, and exits at a module
+# address; on AMD the RIP vmm reports for a triple fault is always the
+# reset vector, so only the trace has the one the guest had), and when one
+# is such an address prints it with a marker line; tests/run then runs that
+# script once more (and only when each of its failures has one).
+KVM_EXIT_TRACE=${VMM_KVM_EXIT_TRACE:-/sys/kernel/tracing/trace}
+# A record from an earlier script is not this one's evidence.
+[ -n "${VMM_TESTHOST_NESTED:-}" ] && [ -w "$KVM_EXIT_TRACE" ] && : >"$KVM_EXIT_TRACE"
+# kvm_exit_rips [REASON]: the guest RIPs of the traced exits (of that
+# reason only, when given), one per line.
+kvm_exit_rips() {
+	[ -r "$KVM_EXIT_TRACE" ] || return 0
+	sed -n "s/.* kvm_exit: .*reason ${1:-[A-Za-z_0-9]*} rip \(0x[0-9a-f]*\) .*/\1/p" "$KVM_EXIT_TRACE"
+}
 emulator_evidence() {
 	local rips s
-	[ -r /proc/kallsyms ] || return 0
+	[ -r "${VMM_KALLSYMS:-/proc/kallsyms}" ] || return 0
 	rips=$({
 		grep -rhoE --include='*.err' --include='*.out' --include='*.migrate' \
 			'triple fault at rip 0x[0-9a-f]+' "$WORK" 2>/dev/null | awk '{print $NF}'
 		for s in "$WORK"/*.sock; do
 			[ -S "$s" ] && timeout 10 /usr/bin/python3 -c "$VCPU_RIPS" "$s"
 		done
+		kvm_exit_rips
 	} | sort -u)
 	[ -n "$rips" ] || return 0
 	# shellcheck disable=SC2086

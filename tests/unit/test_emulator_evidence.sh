@@ -3,11 +3,14 @@
 # caught with a RIP inside the test host's own kernel modules gets the
 # marker line that makes tests/run run the script once more; any other
 # failure does not. No KVM needed: a made-up kallsyms, vmm's stderr lines,
-# and a made-up control socket answering debug-vcpus.
+# a made-up control socket answering debug-vcpus, and a made-up kvm_exit
+# trace (scripts/testhost.d/init).
 set -u
 cd "$(dirname "$0")/../.."
 VMM_TESTHOST_NESTED=
 source tests/integration/lib.sh
+trace=$WORK/kvm-exit-trace
+KVM_EXIT_TRACE=$trace
 export VMM_KALLSYMS=$WORK/kallsyms
 cat >"$VMM_KALLSYMS" <<'KS'
 ffffffff81000000 T _stext
@@ -41,6 +44,27 @@ else
 	echo "PASS: emulator_evidence_names_the_symbol"
 fi
 rm -f "$WORK"/*.err
+
+# What CI missed (2026-12-03): blk_garbage's guest triple-faulted, and on
+# AMD KVM resets a vCPU before it reports the shutdown, so vmm printed
+# only the reset vector. The RIP the guest had is in the test host's
+# kvm_exit trace. exit_line REASON RIP: a record as the trace prints it.
+exit_line() {
+	printf '           vcpu0-4238    [001] d..1.  1834.112233: kvm_exit: vcpu 0 reason %s rip %s info1 0x0000000000000000 info2 0x0000000000000000 intr_info 0x00000000 error_code 0x00000000\n' "$1" "$2"
+}
+echo "vmm: vCPU 0: triple fault at rip 0xfff0 (rsp 0x0, cr2 0x0, cr3 0x0), treated as a guest reset" >"$WORK/garbage.out"
+check reset_vector_only no
+exit_line shutdown 0xffffffff8103b0f1 >"$trace"
+check shutdown_in_guest_kernel no
+exit_line shutdown 0xffffffffc0a1b0a0 >"$trace"
+check shutdown_in_kvm_amd yes
+# An earlier exit caught the mix-up; the shutdown came later, elsewhere.
+{ exit_line npf 0xffffffffc0a1b0a0; exit_line shutdown 0xffffffff81e013d0; } >"$trace"
+check exit_in_kvm_amd yes
+[ "$(kvm_exit_rips shutdown)" = 0xffffffff81e013d0 ] && echo "PASS: kvm_exit_rips_of_a_reason" ||
+	{ echo "FAIL: kvm_exit_rips_of_a_reason: $(kvm_exit_rips shutdown)"; bad=1; }
+: >"$trace"
+rm -f "$WORK"/*.out
 
 # fake_vmm SOCKET N JSON: a control socket that answers its first N
 # requests (debug-vcpus) with JSON, in the background ($srv), ready on return.
