@@ -40,6 +40,8 @@
 /* The register offsets come from the kernel's uapi header. */
 #include <linux/virtio_mmio.h>
 
+#include "lockedpage.h"
+
 
 #define S_ACKNOWLEDGE 1u
 #define S_DRIVER 2u
@@ -66,11 +68,6 @@
 #define S_UNSUPP 2
 #define NO_ANSWER 0xee /* what the status byte holds before the device answers */
 
-struct page {
-	uint8_t *va;
-	uint64_t pa;
-};
-
 static volatile uint32_t *regs;
 static struct page ring, data;
 static uint32_t features; /* negotiated, low 32 bits */
@@ -95,30 +92,6 @@ static void sleep_ms(long ms)
 
 	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
 		;
-}
-
-static int alloc_page(struct page *p)
-{
-	uint64_t entry;
-	int fd;
-
-	p->va = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE,
-		     -1, 0);
-	if (p->va == MAP_FAILED || mlock(p->va, PAGE) < 0)
-		return -1;
-	memset(p->va, 0, PAGE);
-	fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -1;
-	if (pread(fd, &entry, sizeof(entry), (off_t)((uintptr_t)p->va / PAGE * 8)) != 8) {
-		close(fd);
-		return -1;
-	}
-	close(fd);
-	if (!(entry >> 63) || !(entry & ((1ULL << 55) - 1)))
-		return -1;
-	p->pa = (entry & ((1ULL << 55) - 1)) * PAGE;
-	return 0;
 }
 
 /* Queue layout in `ring`: descriptors at 0, available at 1024, used at 2048.
@@ -216,7 +189,7 @@ static int setup(uint64_t base)
 		fprintf(stderr, "blkgarbage: no virtio-blk at 0x%llx\n", (unsigned long long)base);
 		return -1;
 	}
-	if (alloc_page(&ring) || alloc_page(&data)) {
+	if (locked_page_alloc(&ring) || locked_page_alloc(&data)) {
 		fprintf(stderr, "blkgarbage: cannot get locked pages: %s\n", strerror(errno));
 		return -1;
 	}
@@ -380,6 +353,10 @@ int main(int argc, char **argv)
 
 	ranges(cap);
 	simple("read_ok_again", T_IN, 0, 512, 1, S_OK, 513);
+	if (locked_page_moved(&ring) || locked_page_moved(&data)) {
+		printf("blkgarbage: a page of the queue moved while the device had its address\n");
+		bad++;
+	}
 	printf("blkgarbage: done bad=%d needs_reset=%d\n", bad, !!(rd(VIRTIO_MMIO_STATUS) & S_NEEDS_RESET));
 	fflush(stdout);
 	wr(VIRTIO_MMIO_STATUS, 0);

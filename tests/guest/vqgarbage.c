@@ -38,6 +38,8 @@
 /* The register offsets come from the kernel's uapi header. */
 #include <linux/virtio_mmio.h>
 
+#include "lockedpage.h"
+
 
 #define MAGIC 0x74726976u
 #define S_ACKNOWLEDGE 0x01u
@@ -60,11 +62,6 @@ struct desc {
 	uint16_t flags;
 	uint16_t next;
 } __attribute__((packed));
-
-struct page {
-	uint8_t *va;
-	uint64_t pa;
-};
 
 static volatile uint32_t *regs;
 static const char *mode = "?";
@@ -106,45 +103,6 @@ static void sleep_ms(long ms)
 
 	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
 		;
-}
-
-/* One locked, zeroed page and its guest-physical address. */
-static int alloc_page(struct page *p)
-{
-	uint64_t entry;
-	off_t off;
-	int fd;
-
-	p->va = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE,
-		     -1, 0);
-	if (p->va == MAP_FAILED) {
-		say("mmap: %s", strerror(errno));
-		return -1;
-	}
-	if (mlock(p->va, PAGE) < 0) {
-		say("mlock: %s", strerror(errno));
-		return -1;
-	}
-	memset(p->va, 0, PAGE);
-	fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		say("open /proc/self/pagemap: %s", strerror(errno));
-		return -1;
-	}
-	off = (off_t)((uintptr_t)p->va / PAGE * sizeof(entry));
-	if (pread(fd, &entry, sizeof(entry), off) != (ssize_t)sizeof(entry)) {
-		say("read /proc/self/pagemap: %s", strerror(errno));
-		close(fd);
-		return -1;
-	}
-	close(fd);
-	if (!(entry >> 63) || !(entry & ((1ULL << 55) - 1))) {
-		say("pagemap gives no PFN for %p (entry 0x%llx)", (void *)p->va,
-		    (unsigned long long)entry);
-		return -1;
-	}
-	p->pa = (entry & ((1ULL << 55) - 1)) * PAGE;
-	return 0;
 }
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ULL;
@@ -245,8 +203,11 @@ int main(int argc, char **argv)
 	}
 	say("device id %u at 0x%llx", rd(VIRTIO_MMIO_DEVICE_ID), (unsigned long long)base);
 
-	if (alloc_page(&ring) || alloc_page(&tbl) || alloc_page(&tbl2) || alloc_page(&buf))
+	if (locked_page_alloc(&ring) || locked_page_alloc(&tbl) || locked_page_alloc(&tbl2) ||
+	    locked_page_alloc(&buf)) {
+		say("a locked page: %s", strerror(errno));
 		return 2;
+	}
 
 	/* Bring-up, as a driver would (virtio 1.2, 3.1.1). */
 	wr(VIRTIO_MMIO_STATUS, 0);
@@ -353,5 +314,10 @@ int main(int argc, char **argv)
 	wr(VIRTIO_MMIO_STATUS, 0);
 	if (rd(VIRTIO_MMIO_STATUS) != 0)
 		say("status 0x%x after the final reset", rd(VIRTIO_MMIO_STATUS));
+	if (locked_page_moved(&ring) || locked_page_moved(&tbl) || locked_page_moved(&tbl2) ||
+	    locked_page_moved(&buf)) {
+		say("a page moved while the device had its address");
+		return 2;
+	}
 	return needs_reset ? 0 : 1;
 }
